@@ -1,0 +1,3 @@
+from mergegate.cli import main
+
+main()

@@ -1,0 +1,193 @@
+"""The policy (``.mergegate.yml``): validated, with errors that name the key and line.
+
+Parsing is pure: it takes the file's text. Which text to parse (always the base ref's,
+never the change's) is decided by the caller, see ``mergegate.service.policy_source``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mergegate.core.severity import Severity
+
+POLICY_FILE = ".mergegate.yml"
+
+
+class Mode(StrEnum):
+    ENFORCE = "enforce"
+    ADVISORY = "advisory"
+
+
+class SandboxKind(StrEnum):
+    BUBBLEWRAP = "bubblewrap"
+    NONE = "none"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Thresholds(_Strict):
+    """Confidence at or above ``auto_approve`` routes to auto_approve; at or above
+    ``human_review`` to human_review; below it to reject."""
+
+    auto_approve: float = Field(0.90, ge=0.0, le=1.0)
+    human_review: float = Field(0.70, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        if self.human_review > self.auto_approve:
+            raise ValueError("human_review must not be above auto_approve")
+        return self
+
+
+class ActionThresholds(_Strict):
+    """Minimum confidence for an agent to take an action of each risk tier on its own.
+
+    low: comments, tagging. medium: running tests, staging deploys.
+    high: production deploys, infrastructure.
+    """
+
+    low: float = Field(0.60, ge=0.0, le=1.0)
+    medium: float = Field(0.75, ge=0.0, le=1.0)
+    high: float = Field(0.90, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ActionThresholds:
+        if not self.low <= self.medium <= self.high:
+            raise ValueError("action thresholds must satisfy low <= medium <= high")
+        return self
+
+
+class TestsConfig(_Strict):
+    """How to run the change's tests (always inside the sandbox)."""
+
+    setup: str | None = None
+    command: str | None = "pytest -q"
+    timeout: float = Field(600.0, gt=0)
+    setup_timeout: float = Field(900.0, gt=0)
+
+
+class AgentSettings(BaseModel):
+    """Settings common to every agent; agent-specific keys are validated by the agent."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    enabled: bool = True
+    timeout: float | None = Field(None, gt=0)
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+DEFAULT_SENSITIVE_PATHS = (
+    "**/auth/**",
+    "**/migrations/**",
+    "**/payments/**",
+    ".github/workflows/**",
+    ".gitlab-ci.yml",
+    POLICY_FILE,
+    "CODEOWNERS",
+    ".github/CODEOWNERS",
+    "docs/CODEOWNERS",
+)
+
+DEFAULT_TEST_PATHS = (
+    "tests/**",
+    "test/**",
+    "test_*.py",
+    "*_test.py",
+    "conftest.py",
+)
+
+
+class Policy(_Strict):
+    version: int = Field(1, ge=1, le=1)
+    mode: Mode = Mode.ENFORCE
+    blocking_severity: Severity = Severity.HIGH
+    thresholds: Thresholds = Thresholds()
+    action_thresholds: ActionThresholds = ActionThresholds()
+    sensitive_paths: tuple[str, ...] = DEFAULT_SENSITIVE_PATHS
+    test_paths: tuple[str, ...] = DEFAULT_TEST_PATHS
+    sandbox: SandboxKind = SandboxKind.BUBBLEWRAP
+    tests: TestsConfig = TestsConfig()
+    agents: dict[str, AgentSettings] = Field(default_factory=dict)
+
+    def agent(self, name: str) -> AgentSettings:
+        return self.agents.get(name) or AgentSettings()
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used. ``str()`` names the file, key and line."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+def policy_digest(text: str | None) -> str:
+    """A short content id for the policy that was applied (for the audit log)."""
+    return hashlib.sha256((text or "").encode()).hexdigest()[:16]
+
+
+def parse_policy(text: str | None, source: str = POLICY_FILE) -> Policy:
+    """Parse and validate policy text; ``None`` or an empty file means the defaults."""
+    if text is None or not text.strip():
+        return Policy()
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PolicyError(source, [f"{where}invalid YAML: {problem}"]) from None
+    if data is None:
+        return Policy()
+    if not isinstance(data, dict):
+        raise PolicyError(source, ["line 1: the top level must be a mapping of keys"])
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(source, _describe(exc, root)) from None
+
+
+def _describe(exc: ValidationError, root: yaml.Node | None) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        line = node_line(root, loc)
+        where = f"line {line}: " if line else ""
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        problems.append(f"{where}{key}: {msg}")
+    return problems
+
+
+def node_line(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the YAML node at ``loc`` (or of its nearest existing parent)."""
+    node, line = root, (root.start_mark.line + 1 if root is not None else None)
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if str(key_node.value) == str(part):
+                    # An unknown key is reported at the key itself.
+                    line = key_node.start_mark.line + 1
+                    node = value_node
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line

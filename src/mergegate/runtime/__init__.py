@@ -1,0 +1,1 @@
+"""What agents and untrusted code run inside: processes with limits, and the sandbox."""

@@ -1,0 +1,1 @@
+"""Use cases that tie core, agents, runtime, vcs and store together."""

@@ -1,0 +1,53 @@
+"""Where the policy comes from: the base ref, never the change under review."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from mergegate.agents import registry
+from mergegate.core.policy import POLICY_FILE, Policy, PolicyError, node_line, parse_policy, policy_digest
+from mergegate.vcs.git import GitRepo
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    policy: Policy
+    #: Where it was read from, e.g. ``origin/main:.mergegate.yml`` or ``built-in defaults``.
+    source: str
+    digest: str
+    options: dict[str, BaseModel] = field(default_factory=dict)
+
+
+def load_policy_text(text: str | None, source: str) -> LoadedPolicy:
+    policy = parse_policy(text, source)
+    agents = registry()
+    root = yaml.compose(text) if text and text.strip() else None
+    problems: list[str] = []
+    options: dict[str, BaseModel] = {}
+    for name in policy.agents:
+        if name not in agents:
+            line = node_line(root, ("agents", name))
+            known = ", ".join(sorted(agents))
+            problems.append(f"line {line}: agents.{name}: unknown agent (known: {known})")
+    for name, agent in agents.items():
+        try:
+            options[name] = agent.Options.model_validate(policy.agent(name).options())
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ("agents", name, *err["loc"])
+                key = ".".join(str(p) for p in loc)
+                msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+                problems.append(f"line {node_line(root, loc)}: {key}: {msg}")
+    if problems:
+        raise PolicyError(source, problems)
+    return LoadedPolicy(policy, source, policy_digest(text), options)
+
+
+def load_policy(repo: GitRepo, base_commit: str, base_label: str) -> LoadedPolicy:
+    """The policy as the base branch has it (a change cannot loosen its own policy)."""
+    text = repo.read_text(base_commit, POLICY_FILE)
+    source = f"{base_label}:{POLICY_FILE}" if text is not None else "built-in defaults"
+    return load_policy_text(text, source)
