@@ -25,8 +25,10 @@ class RepoBuilder:
     def git(self, *args: str, author: tuple[str, str] = HUMAN) -> str:
         env = {
             **os.environ,
-            "GIT_AUTHOR_NAME": author[0], "GIT_AUTHOR_EMAIL": author[1],
-            "GIT_COMMITTER_NAME": author[0], "GIT_COMMITTER_EMAIL": author[1],
+            "GIT_AUTHOR_NAME": author[0],
+            "GIT_AUTHOR_EMAIL": author[1],
+            "GIT_COMMITTER_NAME": author[0],
+            "GIT_COMMITTER_EMAIL": author[1],
             "GIT_CONFIG_NOSYSTEM": "1",
         }
         proc = subprocess.run(["git", *args], cwd=self.path, env=env, capture_output=True, text=True)
@@ -55,12 +57,14 @@ class RepoBuilder:
         self.commit(files, message)
         return self
 
-    def change(self, files: dict[str, str | None], message: str = "change", author=AGENT,
-               branch: str = "change") -> RepoBuilder:
+    def change(
+        self, files: dict[str, str | None], message: str = "change", author=AGENT, branch: str = "change"
+    ) -> RepoBuilder:
         self.git("checkout", "-q", "-B", branch, "main")
         self.commit(files, message, author)
         return self
 
-    def check(self, agents: list[str] | None = None, base: str = "main", head: str = "change",
-              audit=None) -> CheckReport:
+    def check(
+        self, agents: list[str] | None = None, base: str = "main", head: str = "change", audit=None
+    ) -> CheckReport:
         return asyncio.run(run_check(GitRepo(self.path), base, head, agents, audit))

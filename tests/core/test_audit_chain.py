@@ -9,9 +9,16 @@ from mergegate.store.audit_log import AuditLog
 
 
 def fields(i: int) -> dict:
-    return {"event_id": f"e{i}", "timestamp": f"2026-01-01T00:00:0{i}Z", "agent_id": "mergegate/x",
-            "action": "agent_run", "confidence_score": 0.5, "policy_applied": "p",
-            "human_reviewer": None, "outcome": "ok"}
+    return {
+        "event_id": f"e{i}",
+        "timestamp": f"2026-01-01T00:00:0{i}Z",
+        "agent_id": "mergegate/x",
+        "action": "agent_run",
+        "confidence_score": 0.5,
+        "policy_applied": "p",
+        "human_reviewer": None,
+        "outcome": "ok",
+    }
 
 
 @pytest.fixture

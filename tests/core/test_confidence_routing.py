@@ -16,13 +16,25 @@ unit = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 
 
 def finding(severity=Severity.LOW, confidence=0.9, category=Category.QUALITY, path="a.py", rule="R1"):
-    return Finding(agent="a", rule=rule, severity=severity, confidence=confidence,
-                   message="m", category=category, path=path, line=1)
+    return Finding(
+        agent="a",
+        rule=rule,
+        severity=severity,
+        confidence=confidence,
+        message="m",
+        category=category,
+        path=path,
+        line=1,
+    )
 
 
 def change(*paths: str) -> Change:
-    return Change(base="b" * 40, head="h" * 40, merge_base="m" * 40,
-                  files=tuple(ChangedFile(p, FileStatus.MODIFIED, p, frozenset({1})) for p in paths))
+    return Change(
+        base="b" * 40,
+        head="h" * 40,
+        merge_base="m" * 40,
+        files=tuple(ChangedFile(p, FileStatus.MODIFIED, p, frozenset({1})) for p in paths),
+    )
 
 
 def ok(*findings: Finding, confidence: float = 1.0, name: str = "a") -> AgentResult:
@@ -58,9 +70,7 @@ def test_more_certain_finding_never_raises_confidence(findings, sev, c1, c2):
 @given(st.lists(finding_st, max_size=6), unit, unit)
 def test_less_sure_agent_never_raises_confidence(findings, c1, c2):
     lo, hi = sorted([c1, c2])
-    assert aggregate_confidence([ok(*findings, confidence=lo)]) <= aggregate_confidence(
-        [ok(*findings, confidence=hi)]
-    )
+    assert aggregate_confidence([ok(*findings, confidence=lo)]) <= aggregate_confidence([ok(*findings, confidence=hi)])
 
 
 def test_no_findings_full_confidence_is_one():

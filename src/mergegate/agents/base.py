@@ -90,7 +90,8 @@ class AgentContext:
     def head_files(self, suffix: str | None = None) -> list[ChangedFile]:
         """Changed files that exist at head (optionally with a given suffix)."""
         return [
-            f for f in self.change.files
+            f
+            for f in self.change.files
             if f.exists_at_head and not f.binary and (suffix is None or f.path.endswith(suffix))
         ]
 

@@ -53,10 +53,17 @@ class CodeQuality:
             raise AgentSkipped("no Python files changed")
         opts: Options = ctx.options  # type: ignore[assignment]
         args = [
-            "check", "--isolated", "--no-cache", "--output-format", "json", "--exit-zero",
-            "--select", ",".join(opts.select),
+            "check",
+            "--isolated",
+            "--no-cache",
+            "--output-format",
+            "json",
+            "--exit-zero",
+            "--select",
+            ",".join(opts.select),
             *(["--ignore", ",".join(opts.ignore)] if opts.ignore else []),
-            "--", *[f.path for f in files],
+            "--",
+            *[f.path for f in files],
         ]
         result = await run_python_tool("ruff", args, cwd=ctx.head_dir)
         findings = []
@@ -69,17 +76,26 @@ class CodeQuality:
             code = item.get("code") or "syntax-error"
             source = (ctx.head_text(path) or "").splitlines()
             basis = source[line - 1] if 0 < line <= len(source) else item["message"]
-            findings.append(Finding(
-                agent=self.name, rule=code, severity=severity_for(code), confidence=0.9,
-                message=item["message"], category=Category.QUALITY, path=path,
-                line=line, end_line=end, fingerprint=make_fingerprint(self.name, code, path, basis),
-            ))
+            findings.append(
+                Finding(
+                    agent=self.name,
+                    rule=code,
+                    severity=severity_for(code),
+                    confidence=0.9,
+                    message=item["message"],
+                    category=Category.QUALITY,
+                    path=path,
+                    line=line,
+                    end_line=end,
+                    fingerprint=make_fingerprint(self.name, code, path, basis),
+                )
+            )
         return AgentOutput(findings=findings)
 
 
 def _relative(filename: str, root: str) -> str:
     prefix = root.rstrip("/") + "/"
-    return filename[len(prefix):] if filename.startswith(prefix) else filename
+    return filename[len(prefix) :] if filename.startswith(prefix) else filename
 
 
 AGENT = CodeQuality()

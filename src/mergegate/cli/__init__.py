@@ -14,8 +14,7 @@ from mergegate.cli import audit_cmd, check_cmd, config_cmd, demo_cmd
 
 app = typer.Typer(
     name="mergegate",
-    help="The outer loop for AI coding agents: analysis agents, confidence routing and a "
-    "merge gate no agent can open.",
+    help="The outer loop for AI coding agents: analysis agents, confidence routing and a merge gate no agent can open.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -33,8 +33,17 @@ def verify(
         raise fail(f"{file}: no such audit log")
     report = AuditLog(file).verify(expect_head)
     if as_json:
-        typer.echo(json.dumps({"ok": report.ok, "entries": report.entries, "head": report.head,
-                               "bad_line": report.bad_line, "reason": report.reason}))
+        typer.echo(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "entries": report.entries,
+                    "head": report.head,
+                    "bad_line": report.bad_line,
+                    "reason": report.reason,
+                }
+            )
+        )
     elif report.ok:
         err.print(f"[green]ok[/]: {file}: {report.entries} entries, chain intact, head {report.head}")
     else:

@@ -50,9 +50,12 @@ class LiveProgress:
                 table.add_row(Spinner("dots"), name, Text("running", style="dim"))
             else:
                 table.add_row(
-                    Text("•"), name,
-                    Text(f"{result.status.value} in {result.duration_s:.1f}s, {len(result.findings)} finding(s)",
-                         style=STATUS_STYLE[result.status.value]),
+                    Text("•"),
+                    name,
+                    Text(
+                        f"{result.status.value} in {result.duration_s:.1f}s, {len(result.findings)} finding(s)",
+                        style=STATUS_STYLE[result.status.value],
+                    ),
                 )
         return table
 
@@ -93,7 +96,8 @@ def check(
         None, "--audit-log", help="Audit log to append to. Default: .git/mergegate/audit.jsonl in the repository."
     ),
     require: Require = typer.Option(
-        Require.pass_, "--require",
+        Require.pass_,
+        "--require",
         help="'pass': exit 1 only when blocked or rejected. 'auto_approve': also exit 1 when a human review is needed.",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show live agent progress on stderr."),
@@ -125,8 +129,9 @@ def check(
     except (UsageError, GitError) as exc:
         raise fail(str(exc)) from None
     except Exception as exc:  # a bug must not look like a pass
-        raise fail(f"internal error, nothing was judged (fail closed): {type(exc).__name__}: {exc}",
-                   ExitCode.INTERNAL) from None
+        raise fail(
+            f"internal error, nothing was judged (fail closed): {type(exc).__name__}: {exc}", ExitCode.INTERNAL
+        ) from None
 
     if fmt is Format.text and output is None:
         from rich.console import Console
@@ -151,11 +156,20 @@ def list_agents(
     if fmt is Format.json:
         import json
 
-        typer.echo(json.dumps([
-            {"name": a.name, "description": a.description, "default_timeout": a.default_timeout,
-             "options": a.Options.model_json_schema()}
-            for a in agents.values()
-        ], indent=2))
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "name": a.name,
+                        "description": a.description,
+                        "default_timeout": a.default_timeout,
+                        "options": a.Options.model_json_schema(),
+                    }
+                    for a in agents.values()
+                ],
+                indent=2,
+            )
+        )
         return
     table = Table("agent", "timeout", "description")
     for a in agents.values():

@@ -73,7 +73,10 @@ def verify_chain(lines: Iterable[str], expect_head: str | None = None) -> ChainR
             return ChainReport(False, count, prev, number, "not an audit entry (no hash/prev_hash)")
         if entry["prev_hash"] != prev:
             return ChainReport(
-                False, count, prev, number,
+                False,
+                count,
+                prev,
+                number,
                 "prev_hash does not match the previous entry: an entry was deleted, inserted or moved",
             )
         claimed = entry.pop("hash")
@@ -86,7 +89,10 @@ def verify_chain(lines: Iterable[str], expect_head: str | None = None) -> ChainR
         count += 1
     if expect_head is not None and prev != expect_head:
         return ChainReport(
-            False, count, prev, None,
+            False,
+            count,
+            prev,
+            None,
             f"the last entry's hash is {prev[:12]}…, expected {expect_head[:12]}…: "
             "entries were removed from the end or the log was rewritten",
         )

@@ -49,9 +49,7 @@ class Finding:
         if not 0.0 <= self.confidence <= 1.0:
             raise ValueError(f"finding confidence must be within 0..1, got {self.confidence}")
         if not self.fingerprint:
-            object.__setattr__(
-                self, "fingerprint", make_fingerprint(self.agent, self.rule, self.path, self.message)
-            )
+            object.__setattr__(self, "fingerprint", make_fingerprint(self.agent, self.rule, self.path, self.message))
 
     @property
     def is_security(self) -> bool:

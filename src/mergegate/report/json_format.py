@@ -40,8 +40,13 @@ def as_dict(report: CheckReport) -> dict[str, Any]:
             "head_ref": c.head_ref,
             "author": c.head_author,
             "files": [
-                {"path": f.path, "status": f.status.value, "old_path": f.old_path,
-                 "added_lines": len(f.added_lines), "removed_lines": len(f.removed_lines)}
+                {
+                    "path": f.path,
+                    "status": f.status.value,
+                    "old_path": f.old_path,
+                    "added_lines": len(f.added_lines),
+                    "removed_lines": len(f.removed_lines),
+                }
                 for f in c.files
             ],
         },

@@ -70,7 +70,8 @@ def build(report: CheckReport) -> Group:
 
     label, style = ACTION_STYLE[d.action]
     body = Text.assemble(
-        (label, style), "\n",
+        (label, style),
+        "\n",
         f"confidence {d.confidence:.2f} · risk {d.risk.value} · {d.mode.value} mode\n",
         *(f"\n  - {r}" for r in d.reasons),
     )

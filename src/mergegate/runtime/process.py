@@ -87,9 +87,7 @@ async def run_process(
                 proc.stdin.write(stdin)
                 await proc.stdin.drain()
             proc.stdin.close()
-        out, err = await asyncio.gather(
-            _read_bounded(proc.stdout, max_output), _read_bounded(proc.stderr, max_output)
-        )
+        out, err = await asyncio.gather(_read_bounded(proc.stdout, max_output), _read_bounded(proc.stderr, max_output))
         await proc.wait()
         return out, err
 

@@ -55,10 +55,20 @@ SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", 
 
 #: Files and directories under /etc that hold secrets: hidden even though /etc is mounted.
 MASKED_ETC = (
-    "/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-",
-    "/etc/sudoers", "/etc/sudoers.d", "/etc/ssh", "/etc/ssl/private",
-    "/etc/security/opasswd", "/etc/machine-id", "/etc/postgresql", "/etc/mysql",
-    "/etc/redis", "/etc/rabbitmq",
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/ssh",
+    "/etc/ssl/private",
+    "/etc/security/opasswd",
+    "/etc/machine-id",
+    "/etc/postgresql",
+    "/etc/mysql",
+    "/etc/redis",
+    "/etc/rabbitmq",
 )
 
 
@@ -123,14 +133,21 @@ class BubblewrapSandbox:
             self.bwrap,
             "--unshare-all",
             "--unshare-user",
-            "--uid", "65534", "--gid", "65534",
-            "--cap-drop", "ALL",
+            "--uid",
+            "65534",
+            "--gid",
+            "65534",
+            "--cap-drop",
+            "ALL",
             "--die-with-parent",
             "--new-session",
             "--clearenv",
-            "--dev", "/dev",
-            "--proc", "/proc",
-            "--tmpfs", "/tmp",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/tmp",
         ]
         if spec.network:
             args.append("--share-net")

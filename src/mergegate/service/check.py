@@ -93,25 +93,33 @@ async def _run_agent(agent: Agent, ctx: AgentContext, timeout: float, progress: 
     try:
         output = await asyncio.wait_for(agent.run(ctx), timeout)
         result = AgentResult(
-            agent.name, AgentStatus.OK, tuple(output.findings), output.confidence,
+            agent.name,
+            AgentStatus.OK,
+            tuple(output.findings),
+            output.confidence,
             notes=tuple(output.notes),
         )
     except AgentSkipped as skip:
         result = AgentResult(agent.name, AgentStatus.SKIPPED, confidence=skip.confidence, detail=skip.reason)
     except TimeoutError:
         result = AgentResult(
-            agent.name, AgentStatus.TIMEOUT, confidence=0.0,
+            agent.name,
+            AgentStatus.TIMEOUT,
+            confidence=0.0,
             detail=f"did not finish within {timeout:g}s",
         )
     except SandboxUnavailable as exc:
         result = AgentResult(agent.name, AgentStatus.ERROR, confidence=0.0, detail=str(exc))
     except Exception as exc:  # any bug or tool failure: fail closed, say what happened
-        result = AgentResult(
-            agent.name, AgentStatus.ERROR, confidence=0.0, detail=f"{type(exc).__name__}: {exc}"
-        )
+        result = AgentResult(agent.name, AgentStatus.ERROR, confidence=0.0, detail=f"{type(exc).__name__}: {exc}")
     result = AgentResult(
-        result.name, result.status, result.findings, result.confidence,
-        round(time.monotonic() - started, 3), result.detail, result.notes,
+        result.name,
+        result.status,
+        result.findings,
+        result.confidence,
+        round(time.monotonic() - started, 3),
+        result.detail,
+        result.notes,
     )
     progress.agent_finished(result)
     return result
@@ -139,8 +147,13 @@ async def run_check(
         for agent in agents:
             settings = loaded.policy.agent(agent.name)
             ctx = AgentContext(
-                repo=repo, change=change, policy=loaded.policy, options=loaded.options[agent.name],
-                base_dir=base_dir, head_dir=head_dir, scratch=scratch / f"agent-{agent.name}",
+                repo=repo,
+                change=change,
+                policy=loaded.policy,
+                options=loaded.options[agent.name],
+                base_dir=base_dir,
+                head_dir=head_dir,
+                scratch=scratch / f"agent-{agent.name}",
                 sandbox_factory=sandbox_factory,
             )
             ctx.scratch.mkdir()

@@ -30,7 +30,7 @@ agents:
 BASE_FILES = {
     ".mergegate.yml": POLICY,
     "app/__init__.py": "",
-    "app/users.py": '''\
+    "app/users.py": """\
 import sqlite3
 
 
@@ -53,9 +53,9 @@ def find_user(db, name):
 def average_age(db):
     (avg,) = db.execute("SELECT AVG(age) FROM users").fetchone()
     return avg
-''',
+""",
     "tests/__init__.py": "",
-    "tests/test_users.py": '''\
+    "tests/test_users.py": """\
 from app.users import add_user, average_age, connect, find_user
 
 
@@ -75,19 +75,20 @@ def test_average_age():
     add_user(db, "ada", 36)
     add_user(db, "alan", 41)
     assert average_age(db) == 38.5
-''',
+""",
 }
 
 AGENT_CHANGES = {
-    "app/users.py": BASE_FILES["app/users.py"].replace(
+    "app/users.py": BASE_FILES["app/users.py"]
+    .replace(
         'row = db.execute("SELECT id, name, age FROM users WHERE name = ?", (name,)).fetchone()',
-        'query = f"SELECT id, name, age FROM users WHERE name = \'{name}\'"\n'
-        "    row = db.execute(query).fetchone()",
-    ).replace(
+        "query = f\"SELECT id, name, age FROM users WHERE name = '{name}'\"\n    row = db.execute(query).fetchone()",
+    )
+    .replace(
         '    (avg,) = db.execute("SELECT AVG(age) FROM users").fetchone()\n    return avg',
         '    (avg,) = db.execute("SELECT AVG(age) FROM users").fetchone()\n    return round(avg or 0)',
     ),
-    "app/notify.py": '''\
+    "app/notify.py": """\
 import json
 import urllib.request
 
@@ -102,15 +103,17 @@ def summarise(text):
         headers={"Authorization": f"Bearer {OPENAI_API_KEY}"},
     )
     return req
-''',
-    "tests/test_users.py": BASE_FILES["tests/test_users.py"].replace(
+""",
+    "tests/test_users.py": BASE_FILES["tests/test_users.py"]
+    .replace(
         'def test_find_user_returns_the_row():\n    db = connect()\n    add_user(db, "ada", 36)\n'
         '    assert find_user(db, "ada") == {"id": 1, "name": "ada", "age": 36}',
         'def test_find_user_returns_the_row():\n    db = connect()\n    add_user(db, "ada", 36)\n'
         '    assert find_user(db, "ada")',
-    ).replace(
+    )
+    .replace(
         "def test_average_age():",
-        "import pytest\n\n\n@pytest.mark.skip(reason=\"flaky\")\ndef test_average_age():",
+        'import pytest\n\n\n@pytest.mark.skip(reason="flaky")\ndef test_average_age():',
     ),
     # The agent tries to make its own policy lenient. It has no effect: the base rules apply.
     ".mergegate.yml": POLICY.replace("mode: enforce", "mode: advisory").replace(
@@ -122,8 +125,10 @@ def summarise(text):
 def _git(repo: Path, *args: str, author: tuple[str, str] = HUMAN_AUTHOR) -> None:
     env = {
         **os.environ,
-        "GIT_AUTHOR_NAME": author[0], "GIT_AUTHOR_EMAIL": author[1],
-        "GIT_COMMITTER_NAME": author[0], "GIT_COMMITTER_EMAIL": author[1],
+        "GIT_AUTHOR_NAME": author[0],
+        "GIT_AUTHOR_EMAIL": author[1],
+        "GIT_COMMITTER_NAME": author[0],
+        "GIT_COMMITTER_EMAIL": author[1],
         "GIT_CONFIG_NOSYSTEM": "1",
     }
     subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)

@@ -49,7 +49,10 @@ class GitRepo:
         env = {**os.environ, **_GIT_ENV}
         proc = subprocess.run(
             ["git", "-c", "core.quotepath=off", *args],
-            cwd=self.path, input=input, capture_output=True, env=env,
+            cwd=self.path,
+            input=input,
+            capture_output=True,
+            env=env,
         )
         if check and proc.returncode != 0:
             err = proc.stderr.decode("utf-8", "replace").strip()
@@ -132,8 +135,15 @@ class GitRepo:
 
     def diff_text(self, base: str, head: str, context: int = 0) -> str:
         return self.git(
-            "diff", "--no-color", "--no-ext-diff", "--no-textconv", "--find-renames",
-            f"--unified={context}", base, head, "--",
+            "diff",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--find-renames",
+            f"--unified={context}",
+            base,
+            head,
+            "--",
         )
 
     def change(self, base_ref: str, head_ref: str = "HEAD") -> Change:
@@ -142,8 +152,13 @@ class GitRepo:
         merge_base = self.merge_base(base, head)
         files = parse_diff(self.diff_text(merge_base, head))
         return Change(
-            base=base, head=head, merge_base=merge_base, files=tuple(files),
-            head_author=self.author(head), base_ref=base_ref, head_ref=head_ref,
+            base=base,
+            head=head,
+            merge_base=merge_base,
+            files=tuple(files),
+            head_author=self.author(head),
+            base_ref=base_ref,
+            head_ref=head_ref,
         )
 
 
