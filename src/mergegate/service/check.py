@@ -101,12 +101,13 @@ async def _run_agent(agent: Agent, ctx: AgentContext, timeout: float, progress: 
         )
     except AgentSkipped as skip:
         result = AgentResult(agent.name, AgentStatus.SKIPPED, confidence=skip.confidence, detail=skip.reason)
-    except TimeoutError:
+    except TimeoutError as exc:
+        # Either our own limit, or an agent reporting that a step it ran hung (its message).
         result = AgentResult(
             agent.name,
             AgentStatus.TIMEOUT,
             confidence=0.0,
-            detail=f"did not finish within {timeout:g}s",
+            detail=str(exc) or f"did not finish within {timeout:g}s",
         )
     except SandboxUnavailable as exc:
         result = AgentResult(agent.name, AgentStatus.ERROR, confidence=0.0, detail=str(exc))
