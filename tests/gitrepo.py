@@ -53,7 +53,9 @@ class RepoBuilder:
         return self.git("rev-parse", "HEAD").strip()
 
     def base(self, files: dict[str, str | None], message: str = "base") -> RepoBuilder:
-        self.git("checkout", "-q", "main")
+        """Commit ``files`` on main (the first call creates it)."""
+        if self.git("branch", "--list", "main").strip():
+            self.git("checkout", "-q", "main")
         self.commit(files, message)
         return self
 

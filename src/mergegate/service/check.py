@@ -87,7 +87,7 @@ def _materialise(repo: GitRepo, change: Change, scratch: Path) -> tuple[Path, Pa
     return base_dir, head_dir
 
 
-async def _run_agent(agent: Agent, ctx: AgentContext, timeout: float, progress: Progress) -> AgentResult:
+async def run_agent(agent: Agent, ctx: AgentContext, timeout: float, progress: Progress) -> AgentResult:
     progress.agent_started(agent.name)
     started = time.monotonic()
     try:
@@ -159,7 +159,7 @@ async def run_check(
             )
             ctx.scratch.mkdir()
             timeout = settings.timeout or agent.default_timeout
-            tasks.append(_run_agent(agent, ctx, timeout, progress))
+            tasks.append(run_agent(agent, ctx, timeout, progress))
         results = tuple(await asyncio.gather(*tasks))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
