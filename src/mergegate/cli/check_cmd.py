@@ -101,6 +101,13 @@ def check(
         help="'pass': exit 1 only when blocked or rejected. 'auto_approve': also exit 1 when a human review is needed.",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show live agent progress on stderr."),
+    also_write: list[str] = typer.Option(
+        [],
+        "--also-write",
+        metavar="FORMAT=FILE",
+        help="Also write the report in another format (repeatable), e.g. markdown=summary.md. "
+        "One run feeds several consumers (SARIF upload, job summary, JUnit) without re-running the agents.",
+    ),
 ) -> None:
     """Analyse the change merge-base(BASE, HEAD)..HEAD and route it.
 
@@ -110,6 +117,7 @@ def check(
     with --require auto_approve), 2 usage or configuration error, 3 fail-closed error
     (an agent failed or timed out, so the change was not fully examined).
     """
+    extra_outputs = _parse_also_write(also_write)
     try:
         git_repo = GitRepo(repo)
         base_ref = base or git_repo.default_base()
@@ -145,7 +153,22 @@ def check(
             output.parent.mkdir(parents=True, exist_ok=True)
             output.write_text(text, encoding="utf-8")
             err.print(f"wrote {fmt.value} report to {output} (decision: {report.decision.action.value})")
+    for extra_fmt, path in extra_outputs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(renderer(extra_fmt.value)(report), encoding="utf-8")
     raise typer.Exit(int(exit_code(report, require)))
+
+
+def _parse_also_write(values: list[str]) -> list[tuple[Format, Path]]:
+    """Validate ``--also-write FORMAT=FILE`` values before any agent runs (usage error: exit 2)."""
+    parsed = []
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not path or name not in Format.__members__:
+            choices = ", ".join(Format.__members__)
+            raise fail(f"--also-write expects FORMAT=FILE with FORMAT one of {choices}: {value!r}")
+        parsed.append((Format(name), Path(path)))
+    return parsed
 
 
 def list_agents(
