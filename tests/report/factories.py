@@ -36,6 +36,7 @@ def finding(
     confidence: float = 0.9,
     cwe: str | None = None,
     properties: dict[str, str] | None = None,
+    fingerprint: str = "",
 ) -> Finding:
     return Finding(
         agent=agent,
@@ -49,6 +50,7 @@ def finding(
         end_line=end_line,
         cwe=cwe,
         properties=properties or {},
+        fingerprint=fingerprint,
     )
 
 
