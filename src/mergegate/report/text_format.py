@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
@@ -80,7 +82,7 @@ def build(report: CheckReport) -> Group:
 
 
 def render(report: CheckReport) -> str:
-    console = Console(record=True, width=120, force_terminal=False, color_system=None)
-    with console.capture():
-        console.print(build(report))
+    # Print into a throwaway buffer (capture() would bypass the recording export_text reads).
+    console = Console(file=io.StringIO(), record=True, width=120, force_terminal=False, color_system=None)
+    console.print(build(report))
     return console.export_text()
