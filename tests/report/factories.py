@@ -7,7 +7,11 @@ the decision is still computed by the real routing so the reports are consistent
 
 from __future__ import annotations
 
+import json
+from functools import cache
 from pathlib import Path
+
+import jsonschema
 
 from mergegate.core.change import Change, ChangedFile, FileStatus
 from mergegate.core.finding import Category, Finding
@@ -21,6 +25,15 @@ from mergegate.service.policy_source import LoadedPolicy
 SARIF_SCHEMA = Path(__file__).resolve().parent.parent / "data" / "sarif" / "sarif-schema-2.1.0.json"
 
 BASE, HEAD, MERGE_BASE = "b" * 40, "c" * 40, "a" * 40
+
+
+@cache
+def sarif_validator() -> jsonschema.Validator:
+    """A validator for the vendored SARIF 2.1.0 schema (see tests/data/sarif/README.md)."""
+    schema = json.loads(SARIF_SCHEMA.read_text(encoding="utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
 
 
 def finding(

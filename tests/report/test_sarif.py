@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from functools import cache
 
-import jsonschema
 import pytest
 
 from mergegate.core.change import FileStatus
@@ -15,21 +13,23 @@ from mergegate.core.results import AgentStatus
 from mergegate.core.severity import Severity
 from mergegate.report import renderer, sarif_format
 from mergegate.report.sarif_format import FINGERPRINT_KEY, as_sarif, cwe_tag
-from tests.report.factories import SARIF_SCHEMA, changed, failed, finding, make_report, ok, skipped, sqli
-
-
-@cache
-def validator() -> jsonschema.Validator:
-    schema = json.loads(SARIF_SCHEMA.read_text(encoding="utf-8"))
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
+from tests.report.factories import (
+    SARIF_SCHEMA,
+    changed,
+    failed,
+    finding,
+    make_report,
+    ok,
+    sarif_validator,
+    skipped,
+    sqli,
+)
 
 
 def valid_sarif(report) -> dict:
     """Render through the public renderer, parse, and validate against the schema."""
     doc = json.loads(renderer("sarif")(report))
-    errors = sorted(validator().iter_errors(doc), key=lambda e: list(e.path))
+    errors = sorted(sarif_validator().iter_errors(doc), key=lambda e: list(e.path))
     assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
     # jsonschema does not check ``format: uri-reference`` without extra packages: check
     # that every artifact URI is a relative RFC 3986 reference by hand.
@@ -54,7 +54,7 @@ def test_vendored_schema_is_the_sarif_2_1_0_schema():
         "version": "2.1.0",
         "runs": [{"tool": {"driver": {"name": "x"}}, "results": [{"message": {"text": "m"}, "level": "fatal"}]}],
     }
-    assert not validator().is_valid(bad)
+    assert not sarif_validator().is_valid(bad)
 
 
 def test_clean_change_is_one_successful_run_without_results():
