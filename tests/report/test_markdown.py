@@ -147,7 +147,10 @@ def test_no_test_file_note_for_a_source_only_change():
 
 
 def test_messages_with_code_render_literally():
-    nasty = 'q = "a|b" + x  # <script>alert(1)</script> *not bold* `tick` [link](http://e) @octocat\nsecond line'
+    nasty = (
+        "q = \"a|b\" + x  # <script>alert('1')</script> *not bold* `tick` [link](http://e) &amp; &#35; @octocat\n"
+        "second line"
+    )
     md = render(make_report(ok("security-scan", sqli(message=nasty))))
     html = MD.render(md)
     assert "<script>" not in html

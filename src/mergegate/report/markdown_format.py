@@ -74,8 +74,9 @@ def escape(text: str, limit: int = 0) -> str:
     """Inline text that shows literally in Markdown, in a table cell or in HTML."""
     if limit and len(text) > limit:
         text = text[: limit - 1] + "…"
-    text = html.escape(text, quote=True)
+    # Markdown first, then HTML: the other order would break the entities ("&\#x27;").
     text = _MD_PUNCTUATION.sub(r"\\\1", text)
+    text = html.escape(text, quote=False)
     text = text.replace("@", "@&#8203;")
     return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>")
 
