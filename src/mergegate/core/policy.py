@@ -7,8 +7,9 @@ never the change's) is decided by the caller, see ``mergegate.service.policy_sou
 from __future__ import annotations
 
 import hashlib
+import re
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -106,6 +107,45 @@ DEFAULT_TEST_PATHS = (
 )
 
 
+class GateRules(_Strict):
+    """The merge gate's rules (the ``gate:`` section). Every rule is on by default.
+
+    Two switches are deliberately not switches: ``human_approvals_only`` only accepts
+    ``true`` and ``required_approvals`` is at least 1, because "an agent has no path to a
+    merged change without a human approval" is design invariant 1, not a preference.
+    """
+
+    required_approvals: int = Field(1, ge=1, le=20)
+    human_approvals_only: Literal[True] = True
+    #: An approval covers the reviewed content (patch-id of merge-base..head + merge base).
+    bind_approvals_to_fingerprint: bool = True
+    approvals_after_last_push: bool = True
+    exclude_last_pusher: bool = True
+    exclude_author: bool = True
+    request_changes_blocks: bool = True
+    #: One code-owner approval per owned path. The policy file and CODEOWNERS need their
+    #: owners' approval even when this is off (design invariant 3).
+    require_code_owner_review: bool = True
+    protected_branches: tuple[str, ...] = ("main", "master", "release/*")
+    required_checks: tuple[str, ...] = ("mergegate/check",)
+    #: Checks must be green on the speculative merge (base tip + change), not the head.
+    strict: bool = True
+
+    def protects(self, branch: str) -> bool:
+        """Whether ``branch`` (``main`` or ``refs/heads/main``) is protected.
+
+        Whole-name match; ``*`` and ``?`` stay within one ``/`` segment, ``**`` crosses them.
+        """
+        name = branch.removeprefix("refs/heads/")
+        return any(_branch_regex(p).fullmatch(name) for p in self.protected_branches)
+
+
+def _branch_regex(pattern: str) -> re.Pattern[str]:
+    parts = re.split(r"(\*\*|\*|\?)", pattern.removeprefix("refs/heads/"))
+    table = {"**": ".*", "*": "[^/]*", "?": "[^/]"}
+    return re.compile("".join(table.get(part, re.escape(part)) for part in parts))
+
+
 class Policy(_Strict):
     version: int = Field(1, ge=1, le=1)
     mode: Mode = Mode.ENFORCE
@@ -117,6 +157,7 @@ class Policy(_Strict):
     sandbox: SandboxKind = SandboxKind.BUBBLEWRAP
     tests: TestsConfig = TestsConfig()
     agents: dict[str, AgentSettings] = Field(default_factory=dict)
+    gate: GateRules = GateRules()
 
     def agent(self, name: str) -> AgentSettings:
         return self.agents.get(name) or AgentSettings()
