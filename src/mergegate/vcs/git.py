@@ -6,6 +6,7 @@ one ``cat-file --batch`` process serves many blob reads so cost follows the diff
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -145,6 +146,49 @@ class GitRepo:
             head,
             "--",
         )
+
+    def review_fingerprint(self, merge_base: str, head: str) -> str:
+        """What a reviewer approved: the patch-id of ``merge_base..head`` plus the merge base.
+
+        Stable across commit-message edits, squashes and rebases that keep the merge base
+        and the resulting content; different whenever the content or the merge base
+        changes. ``--verbatim`` keeps whitespace (plain ``--stable`` ignores it, and an
+        indentation change can move a Python statement out of an ``if``). The diff flags
+        are explicit so that user config (algorithm, context, prefixes) cannot change the
+        id. Mode changes and binary blobs (by full index) are part of the patch-id.
+        Both revisions are resolved to full commit ids first, so a ref name and its sha
+        give the same fingerprint and no argument can be read as an option.
+        """
+        merge_base, head = self.rev_parse(merge_base), self.rev_parse(head)
+        diff = self.git_bytes(
+            "-c",
+            "diff.noprefix=false",
+            "-c",
+            "diff.mnemonicPrefix=false",
+            "diff",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--full-index",
+            "--find-renames",
+            "--diff-algorithm=myers",
+            "--unified=3",
+            "--no-relative",
+            merge_base,
+            head,
+            "--",
+        )
+        if not diff.strip():
+            patch_id = "empty"
+        else:
+            try:
+                out = self.git_bytes("patch-id", "--verbatim", input=diff)
+                patch_id = out.split()[0].decode() if out.strip() else ""
+            except GitError:
+                patch_id = ""
+            if not patch_id:  # git < 2.39 has no --verbatim: hash the exact diff instead
+                patch_id = "sha256-diff:" + hashlib.sha256(diff).hexdigest()
+        return hashlib.sha256(f"mergegate-review-v1\n{merge_base}\n{patch_id}\n".encode()).hexdigest()
 
     def change(self, base_ref: str, head_ref: str = "HEAD") -> Change:
         base = self.rev_parse(base_ref)
