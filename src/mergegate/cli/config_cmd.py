@@ -70,7 +70,10 @@ def init(
     """Write a commented default .mergegate.yml."""
     if path.exists() and not force:
         raise fail(f"{path} already exists (use --force to overwrite)")
-    load_policy_text(DEFAULT_POLICY, str(path))  # the default must always validate
+    try:
+        load_policy_text(DEFAULT_POLICY, str(path))  # the default must always validate
+    except PolicyError as exc:  # e.g. an agent it names is not installed
+        raise fail(f"the default policy does not validate here\n{exc}") from None
     path.write_text(DEFAULT_POLICY, encoding="utf-8")
     err.print(f"wrote {path}; commit it to the base branch for it to take effect")
 

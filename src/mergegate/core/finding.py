@@ -26,7 +26,8 @@ def make_fingerprint(agent: str, rule: str, path: str | None, basis: str) -> str
     """
     normalised = " ".join(basis.split())
     raw = "\x1f".join([agent, rule, path or "", normalised])
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+    # surrogatepass: text decoded from odd bytes must still fingerprint, never crash.
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
