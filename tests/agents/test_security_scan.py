@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 
@@ -251,3 +252,40 @@ def test_severity_mapping(rule: str, severity: str, confidence: str, expected: t
 def test_injection_rules_cover_the_documented_set() -> None:
     assert {"B608", "B602", "B605", "B307", "B301", "B506"} <= INJECTION_RULES
     assert "B403" not in INJECTION_RULES
+
+
+SEMGREP_TARGET = """import flask
+import requests
+import yaml
+
+
+def handler(name, text, url):
+    yaml.load(text)
+    requests.get(url, verify=False, timeout=5)
+    return flask.render_template_string(f"<p>{name}</p>")
+"""
+
+
+def test_semgrep_findings_merge_with_bandit_on_the_same_line(repo: RepoBuilder) -> None:
+    if shutil.which("semgrep") is None:
+        pytest.skip("semgrep (optional extra) is not installed")
+    repo.base({"app.py": "X = 1\n"}).change({"app.py": SEMGREP_TARGET})
+    result, _ = run(repo)
+    by_line = {f.line: f for f in result.findings}
+    assert sorted(by_line) == [7, 8, 9]
+    assert by_line[7].rule == "B506" and by_line[7].properties["also_reported_by"] == "semgrep.yaml-load"
+    assert by_line[7].properties["fix"] == "yaml.safe_load(text)"
+    assert by_line[8].rule == "B501" and by_line[8].properties["also_reported_by"] == "semgrep.requests-no-verify"
+    assert (by_line[9].rule, by_line[9].cwe, by_line[9].severity) == (
+        "semgrep.flask-render-string",
+        "CWE-79",
+        Severity.MEDIUM,
+    )
+
+
+def test_without_semgrep_the_notes_say_so(repo: RepoBuilder) -> None:
+    if shutil.which("semgrep") is not None:
+        pytest.skip("semgrep is installed")
+    repo.base({"app.py": "X = 1\n"}).change({"app.py": "X = 2\n"})
+    result, _ = run(repo)
+    assert "semgrep is not installed (optional extra mergegate[semgrep]): bandit only" in result.notes

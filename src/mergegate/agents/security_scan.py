@@ -359,17 +359,26 @@ async def run_semgrep(exe: str, root: Path, paths: list[str], rules: Path) -> li
     return await asyncio.to_thread(parse_semgrep, result.stdout)
 
 
-def merge_duplicates(findings: list[RawFinding]) -> list[RawFinding]:
-    """One finding per path, line and CWE: bandit's, noting that semgrep agreed."""
-    kept: dict[tuple[str, int, str], RawFinding] = {}
-    for f in sorted(findings, key=lambda f: f.tool):  # "bandit" < "semgrep"
-        key = (f.path, f.line, f.cwe)
-        if key in kept:
-            first = kept[key]
-            kept[key] = replace(first, properties={**first.properties, "also_reported_by": f.tool})
-        else:
-            kept[key] = f
-    return list(kept.values())
+def merge_duplicates(bandit: list[RawFinding], semgrep: list[RawFinding]) -> list[RawFinding]:
+    """Fold a semgrep finding into a bandit finding on the same line (the worse severity wins).
+
+    The tools name the same bug differently (B506 is CWE-20, our yaml rule CWE-502), so
+    the line is the join key; semgrep's rule id and any ``fix`` travel along.
+    """
+    out = list(bandit)
+    for s in semgrep:
+        i = next((i for i, b in enumerate(out) if b.tool == "bandit" and (b.path, b.line) == (s.path, s.line)), None)
+        if i is None:
+            out.append(s)
+            continue
+        b = out[i]
+        props = {
+            **b.properties,
+            "also_reported_by": s.rule,
+            **({"fix": s.properties["fix"]} if "fix" in s.properties else {}),
+        }
+        out[i] = replace(b, severity=max(b.severity, s.severity, key=lambda v: v.rank), properties=props)
+    return out
 
 
 # --- the agent ----------------------------------------------------------------------------
@@ -410,8 +419,8 @@ class SecurityScan:
         results = await asyncio.gather(*scans)
         (head_found, head_errors), (base_found, base_errors) = results[0], results[1]
         if semgrep:
-            head_found = merge_duplicates(head_found + results[2])
-            base_found = merge_duplicates(base_found + results[3])
+            head_found = merge_duplicates(head_found, results[2])
+            base_found = merge_duplicates(base_found, results[3])
 
         maps = await asyncio.to_thread(_source_maps, ctx, files)
         findings: list[Finding] = []
