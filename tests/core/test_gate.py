@@ -96,7 +96,7 @@ def test_the_baseline_is_mergeable_and_reports_every_rule():
     assert verdict.mergeable, verdict.summary()
     assert [r.rule for r in verdict.rules] == list(GateRule)
     assert all(r.satisfied and r.reason for r in verdict.rules)
-    assert verdict.summary().startswith("mergeable")
+    assert verdict.summary().startswith("mergeable: every rule is satisfied (merging into main)")
 
 
 def test_every_failing_rule_is_reported_not_only_the_first():
@@ -107,7 +107,9 @@ def test_every_failing_rule_is_reported_not_only_the_first():
         GateRule.CODE_OWNERS,
         GateRule.FINDINGS,
     }
-    assert verdict.summary().startswith("blocked")
+    assert verdict.summary().startswith("blocked: 4 of 5 rules are not satisfied (merging into main)")
+    assert "  [ ] checks: blocked: required check 'mergegate/check' has no result" in verdict.summary()
+    assert "  [x] change_requests: no outstanding request for changes" in verdict.summary()
 
 
 # -- checks ------------------------------------------------------------------------------

@@ -97,6 +97,7 @@ class RuleResult:
 class GateVerdict:
     mergeable: bool
     rules: tuple[RuleResult, ...]
+    target_branch: str = ""
 
     def rule(self, rule: GateRule) -> RuleResult:
         return next(r for r in self.rules if r.rule is rule)
@@ -106,7 +107,11 @@ class GateVerdict:
         return tuple(r for r in self.rules if not r.satisfied)
 
     def summary(self) -> str:
-        head = "mergeable: every rule is satisfied" if self.mergeable else "blocked"
+        into = f" (merging into {self.target_branch})" if self.target_branch else ""
+        if self.mergeable:
+            head = f"mergeable: every rule is satisfied{into}"
+        else:
+            head = f"blocked: {len(self.blockers)} of {len(self.rules)} rules are not satisfied{into}"
         lines = [head]
         for r in self.rules:
             lines.append(f"  [{'x' if r.satisfied else ' '}] {r.rule}: {r.reason}")
@@ -166,7 +171,7 @@ def evaluate(gate: GateInput) -> GateVerdict:
         _code_owners(gate, approvals),
         _findings(gate),
     )
-    return GateVerdict(all(r.satisfied for r in rules), rules)
+    return GateVerdict(all(r.satisfied for r in rules), rules, gate.target_branch)
 
 
 # -- checks -----------------------------------------------------------------------------
