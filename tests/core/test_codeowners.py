@@ -307,3 +307,10 @@ def test_directory_resolver():
     assert resolve(Owner(OwnerKind.NAME, "Alice")) is None
     assert resolve(Owner(OwnerKind.NAME, "ghost")) is None
     assert resolve(Owner(OwnerKind.EMAIL, "ghost@example.com")) is None
+
+
+def test_crlf_line_endings_and_a_byte_order_mark_are_tolerated():
+    co = parse_codeowners("\ufeff* @everyone\r\n/src/auth/ @security\r\n")
+    assert not co.problems
+    assert co.ownership("README.md").describe_owners() == "@everyone"
+    assert co.ownership("src/auth/x.py").describe_owners() == "@security"

@@ -308,6 +308,7 @@ def parse_codeowners(text: str, source: str = "CODEOWNERS") -> CodeOwners:
         return CodeOwners(source, (), (Problem(source, None, "the file is 3 MB or more; GitHub does not load it"),))
     rules: list[Rule] = []
     problems: list[Problem] = []
+    text = text.removeprefix("\ufeff")  # a BOM would otherwise become part of the first pattern
     for number, raw in enumerate(text.splitlines(), start=1):
         parsed = _parse_line(raw, number, source)
         if isinstance(parsed, Rule):
