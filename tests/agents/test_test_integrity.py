@@ -740,6 +740,36 @@ WEAKENING = [
         "`AddChecks`",
     ),
     case(
+        "eq-to-length",
+        """
+        def test_parse():
+            assert parse('a=1') == {'a': 1}
+        ---
+        def test_parse():
+            assert len(parse('a=1')) == 1
+        """,
+        "assertion-weakened",
+        "high",
+        "assert parse('a=1') == {'a': 1}",
+        "assert len(parse('a=1')) == 1",
+    ),
+    case(
+        "skipif-condition-made-constant",
+        """
+        @pytest.mark.skipif(add(1, 1) != 2, reason='needs add')
+        def test_add():
+            assert add(2, 2) == 4
+        ---
+        @pytest.mark.skipif(True, reason='needs add')
+        def test_add():
+            assert add(2, 2) == 4
+        """,
+        "skip-added",
+        "high",
+        "@pytest.mark.skipif(True, reason='needs add')",
+        "is now skipped",
+    ),
+    case(
         "shadowed-by-redefinition",
         """
         def test_add():
@@ -1060,6 +1090,88 @@ LEGITIMATE = [
         ---
         def test_add():
             assert add(2, 2)
+        """,
+    ),
+    case(
+        "skip-reason-reworded",
+        """
+        @pytest.mark.skip(reason='slow')
+        def test_add():
+            assert add(2, 2) == 4
+
+
+        @pytest.mark.skipif(add(1, 1) != 2, reason='needs add')
+        def test_mean():
+            assert mean([2]) == 2
+        ---
+        @pytest.mark.skip(reason='too slow for CI')
+        def test_add():
+            assert add(2, 2) == 4
+
+
+        @pytest.mark.skipif(add(1, 1) != 2, reason='add must work first')
+        def test_mean():
+            assert mean([2]) == 2
+        """,
+    ),
+    case(
+        "skipif-version-bumped",
+        """
+        import sys
+
+
+        @pytest.mark.skipif(sys.version_info < (3, 8), reason='walrus')
+        def test_add():
+            assert add(2, 2) == 4
+        ---
+        import sys
+
+
+        @pytest.mark.skipif(sys.version_info < (3, 9), reason='walrus')
+        def test_add():
+            assert add(2, 2) == 4
+        """,
+    ),
+    case(
+        "test-split-in-two",
+        """
+        def test_divide():
+            assert divide(4, 2) == 2
+            with pytest.raises(ZeroDivisionError):
+                divide(1, 0)
+        ---
+        def test_divide():
+            assert divide(4, 2) == 2
+
+
+        def test_divide_by_zero():
+            with pytest.raises(ZeroDivisionError):
+                divide(1, 0)
+        """,
+    ),
+    case(
+        "try-fail-to-raises",
+        """
+        def test_divide_by_zero():
+            try:
+                divide(1, 0)
+                pytest.fail('no error')
+            except ZeroDivisionError:
+                pass
+        ---
+        def test_divide_by_zero():
+            with pytest.raises(ZeroDivisionError):
+                divide(1, 0)
+        """,
+    ),
+    case(
+        "is-true-to-truthy",
+        """
+        def test_find():
+            assert (find('x') == 3) is True
+        ---
+        def test_find():
+            assert find('x') == 3
         """,
     ),
     case(

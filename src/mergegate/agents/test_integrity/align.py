@@ -11,12 +11,14 @@ most to the least certain:
    least as strong (a helper call that asserts may stand in for several).
 3. Removed checks whose names and literals all appear in a head check at least as
    strong (``assert a == 1; assert b == 2`` → ``assert (a, b) == (1, 2)``) are covered.
-4. What is still unmatched on both sides is paired as *weakened* (a check replaced by a
-   weaker one elsewhere in the test); the rest of the base side is *removed*.
+4. Removed checks found verbatim in a test new in this change moved there (a test split
+   in two). What is still unmatched on both sides is paired as *weakened* (a check
+   replaced by a weaker one elsewhere in the test); the rest of the base side is *removed*.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 
@@ -51,7 +53,7 @@ def _pair_by_similarity(old: list[Check], new: list[Check], out: Alignment) -> t
     for score, i, j in scored:
         if score < EDIT_SIMILARITY or i in taken_old or j in taken_new:
             continue
-        if old[i].kind == "raises" and new[j].kind != "raises":
+        if old[i].raising and not new[j].raising:
             continue  # an expected exception is not "edited" into an assert: it is removed
         out.pairs.append((old[i], new[j]))
         taken_old.add(i)
@@ -63,8 +65,9 @@ def _pair_by_similarity(old: list[Check], new: list[Check], out: Alignment) -> t
 
 
 def _may_replace(new: Check, old: Check) -> bool:
-    """A different check at least as strong (an expected exception only by another one)."""
-    return new.strength >= old.strength - SLACK and (new.kind == "raises") == (old.kind == "raises")
+    """A different check at least as strong (an expected exception only by another one:
+    ``try: f(); pytest.fail() except E: pass`` → ``with pytest.raises(E): f()`` is a rewrite)."""
+    return new.strength >= old.strength - SLACK and new.raising == old.raising
 
 
 def _covers(check: Check, removed: Check) -> bool:
@@ -76,8 +79,10 @@ def _covers(check: Check, removed: Check) -> bool:
     )
 
 
-def align(old: list[Check], new: list[Check]) -> Alignment:
+def align(old: list[Check], new: list[Check], elsewhere: Counter[str] | None = None) -> Alignment:
+    """``elsewhere``: keys of checks in tests new in this change (a test split in two moves checks)."""
     out = Alignment()
+    elsewhere = Counter() if elsewhere is None else elsewhere
     removed: list[Check] = []
     added: list[Check] = []
     matcher = SequenceMatcher(None, [c.key for c in old], [c.key for c in new], autojunk=False)
@@ -107,9 +112,12 @@ def align(old: list[Check], new: list[Check]) -> Alignment:
     # 3. covered by a head check that states the same and more.
     still = [r for r in still if not any(_covers(n, r) for n in new)]
 
-    # 4. replaced by something weaker elsewhere, or removed.
+    # 4. moved to a new test, replaced by something weaker, or removed.
     for r in still:
-        weaker = next((a for a in spare if (a.kind == "raises") == (r.kind == "raises")), None)
+        if elsewhere[r.key] > 0:
+            elsewhere[r.key] -= 1
+            continue
+        weaker = next((a for a in spare if a.raising == r.raising), None)
         if weaker is None:
             out.removed.append(r)
         else:

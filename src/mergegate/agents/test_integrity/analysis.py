@@ -8,7 +8,7 @@ Pure and synchronous: the agent runs it in a worker thread.
 from __future__ import annotations
 
 import builtins
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from mergegate.agents.test_integrity.collection import Collection
@@ -56,10 +56,12 @@ def analyse(sources: list[Source], prod: ProductionFacts, collection: Collection
     imports = {m.path: m.imports for m in head}
     callers = {name for m in head for t in m.tests for name in t.calls}
 
+    # Checks of tests new in this change: where a removed check may have moved (a test split in two).
+    elsewhere = Counter(c.key for t in matching.added for c in t.checks)
     uncollected: list[tuple[TestFunction, TestFunction]] = []
     for old, new in matching.pairs:
         if new.collected:
-            result.issues += compare_test(old, new, prod, imports[new.path])
+            result.issues += compare_test(old, new, prod, imports[new.path], elsewhere)
         elif new.name not in callers:  # a test body extracted into a helper that a test calls is fine
             uncollected.append((old, new))
     result.issues += _not_collected(uncollected)

@@ -11,10 +11,13 @@ import sys
 from collections import Counter
 
 from mergegate.agents.test_integrity import checks as ck
+from mergegate.agents.test_integrity import strength as st
 from mergegate.agents.test_integrity.align import align
 from mergegate.agents.test_integrity.extract import Event, TestFunction
 from mergegate.agents.test_integrity.issues import Issue, code
+from mergegate.agents.test_integrity.markers import Marker
 from mergegate.agents.test_integrity.production import ProductionFacts
+from mergegate.agents.test_integrity.tolerance import EXACT_TOLERANCE
 from mergegate.core.severity import Severity
 
 HIGH, MEDIUM, LOW = Severity.HIGH, Severity.MEDIUM, Severity.LOW
@@ -27,9 +30,14 @@ _MARKER_RULES = {  # kind → (rule, confidence when added)
 }
 
 
-def compare_test(old: TestFunction, new: TestFunction, prod: ProductionFacts, imports: dict[str, str]) -> list[Issue]:
-    """Everything that weakened between ``old`` and ``new`` (a collected test at head)."""
-    issues = _checks(old, new, prod) + _cases(old, new, prod) + _markers(old, new)
+def compare_test(
+    old: TestFunction, new: TestFunction, prod: ProductionFacts, imports: dict[str, str], elsewhere: Counter[str]
+) -> list[Issue]:
+    """Everything that weakened between ``old`` and ``new`` (a collected test at head).
+
+    ``elsewhere`` counts the checks of tests new in this change, where removed checks may have moved.
+    """
+    issues = _checks(old, new, prod, elsewhere) + _cases(old, new, prod) + _markers(old, new)
     issues += _skip_calls(old, new) + _early_returns(old, new) + _swallowed(old, new)
     issues += unit_mocked(new, imports, before=old)
     return issues
@@ -42,8 +50,8 @@ def _issue(rule: str, sev: Severity, conf: float, msg: str, fn: TestFunction, li
 # -- checks ---------------------------------------------------------------------------------
 
 
-def _checks(old: TestFunction, new: TestFunction, prod: ProductionFacts) -> list[Issue]:
-    alignment = align(old.checks, new.checks)
+def _checks(old: TestFunction, new: TestFunction, prod: ProductionFacts, elsewhere: Counter[str]) -> list[Issue]:
+    alignment = align(old.checks, new.checks, elsewhere)
     issues = [i for o, n in alignment.pairs if (i := _judge(o, n, new, prod))]
     plain = [c for c in alignment.removed if c.kind != "raises"]
     for c in alignment.removed:
@@ -64,7 +72,7 @@ def _judge(o: ck.Check, n: ck.Check, fn: TestFunction, prod: ProductionFacts) ->
     """What an edit from check ``o`` to check ``n`` did, if it weakened or re-specified the test."""
     where = fn.node_id
     basis = f"{o.key}\x1f{n.key}"
-    widened = (n.tolerance or ck.EXACT_TOLERANCE).widened_from(o.tolerance or ck.EXACT_TOLERANCE)
+    widened = (n.tolerance or EXACT_TOLERANCE).widened_from(o.tolerance or EXACT_TOLERANCE)
     if widened and n.tolerance is not None and not n.tolerance.negligible:
         factor, how = widened
         sev, conf = (HIGH, 0.85) if factor >= 10 else (MEDIUM, 0.6)
@@ -72,12 +80,22 @@ def _judge(o: ck.Check, n: ck.Check, fn: TestFunction, prod: ProductionFacts) ->
         return _issue("tolerance-widened", sev, conf, msg, fn, n.line, basis)
     if o.kind == "raises":
         return _judge_raises(o, n, fn, prod)
+    if o.form and n.form and o.form[1] == n.form[1]:
+        pair = (o.form[0], n.form[0])
+        if pair in (("true", "truthy"), ("false", "falsy")):
+            return None  # ``x is True`` → ``x``: a style fix
+        if pair == ("eq", "of"):
+            msg = (
+                f"Assertion weakened in {where}: {code(o.text)} → {code(n.text)} "
+                f"(it now checks only a property of `{o.form[1]}`, not its value)."
+            )
+            return _issue("assertion-weakened", HIGH, 0.75, msg, fn, n.line, basis)
     drop = o.strength - n.strength
     if drop >= 1.0:
-        conf = 0.95 if n.strength == ck.VACUOUS else 0.9 if drop >= 2.0 else 0.75
+        conf = 0.95 if n.strength == st.VACUOUS else 0.9 if drop >= 2.0 else 0.75
         msg = (
             f"Assertion weakened in {where}: {code(o.text)} → {code(n.text)} "
-            f"({ck.describe(o.strength)} became {ck.describe(n.strength)})."
+            f"({st.describe(o.strength)} became {st.describe(n.strength)})."
         )
         return _issue("assertion-weakened", HIGH, conf, msg, fn, n.line, basis)
     moved = n.bound_moved(o)
@@ -90,15 +108,17 @@ def _judge(o: ck.Check, n: ck.Check, fn: TestFunction, prod: ProductionFacts) ->
 
 
 def _judge_raises(o: ck.Check, n: ck.Check, fn: TestFunction, prod: ProductionFacts) -> Issue | None:
+    if n.kind != "raises":
+        return None  # rewritten as try/pytest.fail: still demands the failure
     where, basis = fn.node_id, f"{o.key}\x1f{n.key}"
-    generic = n.strength <= ck.TRUTHY < o.strength
-    if generic or o.strength - n.strength >= 1.0 or ck.broadened_to_superclass(o.exception, n.exception):
+    generic = n.strength <= st.TRUTHY < o.strength
+    if generic or o.strength - n.strength >= 1.0 or st.broadened_to_superclass(o.exception, n.exception):
         msg = f"Expected exception broadened in {where}: {code(o.text)} → {code(n.text)}."
         return _issue("raises-broadened", HIGH, 0.9 if generic else 0.75, msg, fn, n.line, basis)
     if o.match and not n.match and o.exception == n.exception:
         msg = f"Expected exception no longer checks its message in {where}: {code(o.text)} → {code(n.text)}."
         return _issue("raises-match-removed", MEDIUM, 0.6, msg, fn, n.line, basis)
-    if n.strength > o.strength or ck.broadened_to_superclass(n.exception, o.exception):
+    if n.strength > o.strength or st.broadened_to_superclass(n.exception, o.exception):
         return None  # narrowed: the test demands more than before
     if o.exception != n.exception or (o.shape == n.shape and o.literals != n.literals):
         return _value_changed(o, n, fn, prod)
@@ -143,16 +163,16 @@ def _cases(old: TestFunction, new: TestFunction, prod: ProductionFacts) -> list[
 def _markers(old: TestFunction, new: TestFunction) -> list[Issue]:
     if any(m.kind == "skip" and m.scope != "param" for m in old.markers):
         return []  # it did not run before either
-    before = {(m.scope, m.text) for m in old.markers}
+    before = {(m.scope, m.key) for m in old.markers}
     issues = []
     for m in new.markers:
-        if (m.scope, m.text) in before:
+        if (m.scope, m.key) in before:
             continue
-        if any(o.kind == m.kind and o.scope == m.scope for o in old.markers if o.scope != "param"):
-            if m.kind == "skipif":
-                old_text = next(o.text for o in old.markers if o.kind == m.kind and o.scope == m.scope)
-                msg = f"Skip condition changed for {new.node_id}: {code(old_text)} → {code(m.text)}."
-                issues.append(_marker_issue("skip-condition-changed", MEDIUM, 0.5, msg, new, m))
+        same = [o for o in old.markers if o.kind == m.kind and o.scope == m.scope != "param"]
+        if same:
+            if m.kind == "skipif":  # a condition edited: often a supported-version bump
+                msg = f"Skip condition changed for {new.node_id}: {code(same[0].text)} → {code(m.text)}."
+                issues.append(_marker_issue("skip-condition-changed", LOW, 0.5, msg, new, m))
             continue
         rule, conf = _MARKER_RULES[m.kind]
         if m.scope == "param":
@@ -171,7 +191,7 @@ def _verb(kind: str) -> str:
     )
 
 
-def _marker_issue(rule: str, sev: Severity, conf: float, msg: str, fn: TestFunction, m) -> Issue:
+def _marker_issue(rule: str, sev: Severity, conf: float, msg: str, fn: TestFunction, m: Marker) -> Issue:
     group = None if m.scope in ("function", "param") else f"{rule}:{fn.path}:{m.scope}:{m.text}"
     if m.scope == "class":
         group += ":" + fn.qualname.rsplit(".", 1)[0]

@@ -13,28 +13,14 @@ import ast
 from dataclasses import dataclass, field
 
 from mergegate.agents.test_integrity import checks as ck
+from mergegate.agents.test_integrity.astutil import call_name, dotted
 from mergegate.agents.test_integrity.collection import Collection
+from mergegate.agents.test_integrity.markers import Marker, argvalues, decorator_markers, module_skips, pytestmark
+from mergegate.agents.test_integrity.strength import RAISES, is_assertion_call
 
-_MARKER_KINDS = {
-    "skip": "skip",
-    "skipif": "skipif",
-    "skipIf": "skipif",
-    "skipUnless": "skipif",
-    "xfail": "xfail",
-    "expectedFailure": "xfail",
-    "flaky": "flaky",
-}
 _SKIP_CALLS = frozenset({"skip", "xfail", "skipTest", "importorskip"})
 _SWALLOWING = frozenset({"AssertionError", "Exception", "BaseException"})
 _FAIL_CALLS = frozenset({"pytest.fail", "self.fail", "fail"})
-
-
-@dataclass(frozen=True)
-class Marker:
-    kind: str  # skip | skipif | xfail | flaky
-    text: str
-    scope: str  # function | class | module | param
-    line: int
 
 
 @dataclass(frozen=True)
@@ -103,7 +89,7 @@ def parse_module(path: str, text: str, collection: Collection) -> TestModule:
     """Raises ``SyntaxError`` (or ``ValueError`` for NUL bytes) when the file does not parse."""
     tree = ast.parse(text, filename=path)
     module = TestModule(path, collection.collects_file(path))
-    module_markers = _pytestmark(tree.body, "module") + _module_skips(tree.body)
+    module_markers = pytestmark(tree.body, "module") + module_skips(tree.body)
     helpers = _helpers(tree.body)
     for node in tree.body:
         if isinstance(node, ast.Import | ast.ImportFrom):
@@ -116,8 +102,8 @@ def _visit(body, module, collection, classes, markers, helpers, uncollected_by, 
     for node in body:
         if isinstance(node, ast.ClassDef):
             collected = collection.collects_class(node)
-            is_unittest = unittest_cls or any(ck.dotted(b).endswith("TestCase") for b in node.bases)
-            class_markers = markers + _decorator_markers(node.decorator_list, "class") + _pytestmark(node.body, "class")
+            is_unittest = unittest_cls or any(dotted(b).endswith("TestCase") for b in node.bases)
+            class_markers = markers + decorator_markers(node.decorator_list, "class") + pytestmark(node.body, "class")
             class_helpers = {**helpers, **{f"self.{k}": v for k, v in _helpers(node.body).items()}}
             why = uncollected_by or (None if collected else "class")
             _visit(node.body, module, collection, (*classes, node.name), class_markers, class_helpers, why, is_unittest)
@@ -143,9 +129,9 @@ def _function(node, path, classes, inherited_markers, helpers) -> TestFunction:
         uncollected_by=None,
         body="\n".join(ast.unparse(s) for s in body),
     )
-    fn.markers = [*inherited_markers, *_decorator_markers(node.decorator_list, "function")]
+    fn.markers = [*inherited_markers, *decorator_markers(node.decorator_list, "function")]
     for deco in node.decorator_list:
-        if isinstance(deco, ast.Call) and ck.call_name(deco) == "parametrize":
+        if isinstance(deco, ast.Call) and call_name(deco) == "parametrize":
             fn.cases.extend(_cases(deco))
         _Walker(fn, helpers).expr(deco, None, False, patches_only=True)
     walker = _Walker(fn, helpers)
@@ -178,7 +164,7 @@ class _Walker:
             self.returns.append(Event(text, s.lineno, conditional))
         elif isinstance(s, ast.Assert):
             self.fn.checks.append(ck.assert_check(s, swallow))
-        elif isinstance(s, ast.Raise) and s.exc is not None and ck.dotted(s.exc).endswith("SkipTest"):
+        elif isinstance(s, ast.Raise) and s.exc is not None and dotted(s.exc).endswith("SkipTest"):
             self.fn.skip_calls.append(Event(ast.unparse(s), s.lineno, conditional))
         if isinstance(s, ast.Try | ast.TryStar):
             self.block(s.body, _swallowing_handler(s.handlers) or swallow, conditional, guard)
@@ -215,7 +201,7 @@ class _Walker:
                 self.fn.names.add(n.attr)
             if not isinstance(n, ast.Call):
                 continue
-            name, full = ck.call_name(n), ck.dotted(n.func)
+            name, full = call_name(n), dotted(n.func)
             self.fn.calls.add(name)
             if _is_patch(n, name, full):
                 target = _patch_target(n, name)
@@ -223,11 +209,11 @@ class _Walker:
                     self.fn.patches.append(Event(ast.unparse(n), n.lineno, conditional, target))
             if patches_only or not checks:
                 continue
-            if name in ck.RAISES:
+            if name in RAISES:
                 self.fn.checks.append(ck.raises_check(n, swallow))
             elif full in self.helpers:
                 self.fn.checks.append(ck.helper_check(n, self.helpers[full], swallow))
-            elif ck.is_assertion_call(n):
+            elif is_assertion_call(n):
                 self.fn.checks.append(ck.method_check(n, swallow))
             elif full in _FAIL_CALLS and full != "fail":
                 self.fn.checks.append(ck.fail_check(n, swallow))
@@ -238,7 +224,7 @@ class _Walker:
 def _swallowing_handler(handlers: list[ast.ExceptHandler]) -> str | None:
     """``except AssertionError: pass`` and friends: a handler that lets a failed check pass."""
     for h in handlers:
-        caught = set() if h.type is None else {ck.dotted(t).rsplit(".", 1)[-1] for t in _elts(h.type)}
+        caught = set() if h.type is None else {dotted(t).rsplit(".", 1)[-1] for t in _elts(h.type)}
         if h.type is not None and not caught & _SWALLOWING:
             continue
         if _refails(h.body):
@@ -253,14 +239,14 @@ def _refails(body: list[ast.stmt]) -> bool:
     for node in ast.walk(ast.Module(body=body, type_ignores=[])):
         if isinstance(node, ast.Raise | ast.Assert):
             return True
-        if isinstance(node, ast.Call) and (ck.dotted(node.func) in _FAIL_CALLS or ck.is_assertion_call(node)):
+        if isinstance(node, ast.Call) and (dotted(node.func) in _FAIL_CALLS or is_assertion_call(node)):
             return True
     return False
 
 
 def _suppressing(e: ast.expr) -> str | None:
-    if isinstance(e, ast.Call) and ck.call_name(e) == "suppress":
-        caught = {ck.dotted(a).rsplit(".", 1)[-1] for a in e.args}
+    if isinstance(e, ast.Call) and call_name(e) == "suppress":
+        caught = {dotted(a).rsplit(".", 1)[-1] for a in e.args}
         if caught & _SWALLOWING:
             return ast.unparse(e)
     return None
@@ -284,64 +270,12 @@ def _patch_target(call: ast.Call, name: str) -> str:
     if args and isinstance(args[0], ast.Constant) and isinstance(args[0].value, str):
         return args[0].value
     if len(args) >= 2 and isinstance(args[1], ast.Constant) and isinstance(args[1].value, str):
-        return f"{ck.dotted(args[0]) or ast.unparse(args[0])}.{args[1].value}"
+        return f"{dotted(args[0]) or ast.unparse(args[0])}.{args[1].value}"
     return ""
 
 
-def _decorator_markers(decorators: list[ast.expr], scope: str) -> list[Marker]:
-    out = []
-    for deco in decorators:
-        target = deco.func if isinstance(deco, ast.Call) else deco
-        kind = _MARKER_KINDS.get(ck.dotted(target).rsplit(".", 1)[-1])
-        if kind:
-            out.append(Marker(kind, f"@{ast.unparse(deco)}", scope, deco.lineno))
-        elif isinstance(deco, ast.Call) and ck.call_name(deco) == "parametrize":
-            out.extend(_param_markers(deco))
-    return out
-
-
-def _param_markers(deco: ast.Call) -> list[Marker]:
-    out = []
-    for case in _argvalues(deco):
-        if isinstance(case, ast.Call) and ck.call_name(case) == "param":
-            for kw in case.keywords:
-                if kw.arg != "marks":
-                    continue
-                for mark in _elts(kw.value) if not isinstance(kw.value, ast.List) else kw.value.elts:
-                    kind = _MARKER_KINDS.get(ck.dotted(mark).rsplit(".", 1)[-1])
-                    if kind:
-                        out.append(Marker(kind, ast.unparse(case), "param", case.lineno))
-    return out
-
-
-def _argvalues(deco: ast.Call) -> list[ast.expr]:
-    values = next((k.value for k in deco.keywords if k.arg == "argvalues"), None)
-    if len(deco.args) > 1:
-        values = deco.args[1]
-    return list(values.elts) if isinstance(values, ast.List | ast.Tuple) else []
-
-
 def _cases(deco: ast.Call) -> list[ck.Check]:
-    return [ck.case_check(case) for case in _argvalues(deco)]
-
-
-def _pytestmark(body: list[ast.stmt], scope: str) -> list[Marker]:
-    out = []
-    for stmt in body:
-        if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in stmt.targets):
-            values = stmt.value.elts if isinstance(stmt.value, ast.List | ast.Tuple) else [stmt.value]
-            out.extend(_decorator_markers(values, scope))
-    return out
-
-
-def _module_skips(body: list[ast.stmt]) -> list[Marker]:
-    """``pytest.skip(..., allow_module_level=True)`` at module level skips every test in it."""
-    out = []
-    for stmt in body:
-        for node in ast.walk(stmt) if isinstance(stmt, ast.Expr | ast.If) else ():
-            if isinstance(node, ast.Call) and ck.dotted(node.func) in ("pytest.skip", "pytest.xfail"):
-                out.append(Marker(ck.call_name(node), ast.unparse(node), "module", node.lineno))
-    return out
+    return [ck.case_check(case) for case in argvalues(deco)]
 
 
 def _helpers(body: list[ast.stmt]) -> dict[str, list[ck.Check]]:

@@ -22,7 +22,7 @@ RULES: dict[str, str] = {
     "skip-added": "skip/skipif marker or unittest.skip added",
     "xfail-added": "xfail / expectedFailure marker added",
     "flaky-added": "flaky/rerun marker added",
-    "skip-condition-changed": "the condition of an existing skipif edited",
+    "skip-condition-changed": "the condition of an existing skipif edited (low: usually a supported-version bump)",
     "skip-call-added": "pytest.skip()/pytest.xfail()/self.skipTest() call added to a test",
     "early-return": "a return added before the test's checks",
     "assertion-swallowed": "checks wrapped in try/except that swallows the failure",
