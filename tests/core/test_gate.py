@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from mergegate.core.codeowners import CODEOWNERS_LOCATIONS, load_codeowners, parse_codeowners
 from mergegate.core.gate import CheckRun, CheckStatus, GateInput, GateRule, approval_problems, evaluate
@@ -168,9 +169,11 @@ def test_required_checks_on_the_input_override_the_rules():
     assert "'other' has no result" in blocked_by(gate, GateRule.CHECKS)
 
 
-def test_no_required_checks_configured():
-    r = rule(baseline(rules=GateRules(required_checks=()), checks=()), GateRule.CHECKS)
-    assert r.satisfied and "no required checks" in r.reason
+def test_no_required_checks_is_a_blocked_gate_not_an_open_one():
+    r = rule(baseline(required_checks=(), checks=()), GateRule.CHECKS)
+    assert not r.satisfied and r.reason == "blocked: no required checks are configured"
+    with pytest.raises(ValidationError, match="at least 1 item"):
+        GateRules(required_checks=())
 
 
 def test_the_latest_rerun_counts():
@@ -186,10 +189,12 @@ def test_a_tie_between_runs_is_resolved_against_merging():
     assert not rule(baseline(checks=tuple(reversed(tie))), GateRule.CHECKS).satisfied
 
 
-def test_non_strict_reads_checks_on_the_head():
-    gate = baseline(rules=GateRules(strict=False), checks=(ok_check(commit=HEAD),))
-    assert rule(gate, GateRule.CHECKS).satisfied
-    assert not rule(replace(gate, checks=(ok_check(),)), GateRule.CHECKS).satisfied
+def test_checks_on_the_head_alone_never_count_and_strict_cannot_be_turned_off():
+    gate = baseline(checks=(ok_check(commit=HEAD),))
+    assert not rule(gate, GateRule.CHECKS).satisfied
+    assert rule(replace(gate, checks=(ok_check(),)), GateRule.CHECKS).satisfied
+    with pytest.raises(ValidationError, match="cannot be turned off"):
+        GateRules(strict=False)
 
 
 # -- attacks on checks -------------------------------------------------------------------------
@@ -274,14 +279,15 @@ def test_attack_push_identical_content_after_approval_still_needs_a_new_approval
     # Same fingerprint (e.g. a rebase onto the same merge base) but a push after the approval.
     gate = baseline(last_push_sequence=PUSH + 5)
     assert "before the last push" in blocked_by(gate, GateRule.APPROVALS)
-    relaxed = replace(gate, rules=GateRules(approvals_after_last_push=False))
-    assert evaluate(relaxed).mergeable
+    with pytest.raises(ValidationError, match="cannot be turned off"):
+        GateRules(approvals_after_last_push=False)
 
 
 def test_stale_fingerprint_alone_blocks():
     gate = baseline(reviews=(approve("alice", fp=NEW_FP),))
     assert "is stale" in blocked_by(gate, GateRule.APPROVALS)
-    assert evaluate(replace(gate, rules=GateRules(bind_approvals_to_fingerprint=False))).mergeable
+    with pytest.raises(ValidationError, match="cannot be turned off"):
+        GateRules(bind_approvals_to_fingerprint=False)
 
 
 def test_unknown_fingerprint_blocks():
@@ -311,10 +317,12 @@ def test_an_approval_followed_by_a_request_for_changes_does_not_count():
     assert "followed by a request for changes" in reason
 
 
-def test_exclusions_are_configurable_but_on_by_default():
+def test_author_and_last_pusher_exclusions_cannot_be_turned_off():
     gate = baseline(author="bob", last_pusher="bob", reviews=(approve("bob"),))
-    relaxed = GateRules(exclude_author=False, exclude_last_pusher=False)
-    assert evaluate(replace(gate, rules=relaxed)).mergeable
+    assert not evaluate(gate).mergeable
+    for key in ("exclude_author", "exclude_last_pusher"):
+        with pytest.raises(ValidationError, match="cannot be turned off"):
+            GateRules(**{key: False})
 
 
 def test_several_rejected_approvals_are_each_explained():
@@ -485,16 +493,14 @@ def test_attack_adding_a_higher_priority_codeowners_file():
     assert evaluate(replace(gate, reviews=(approve("alice"), approve("carol")))).mergeable
 
 
-def test_policy_file_needs_its_owners_even_when_code_owner_review_is_off():
+def test_policy_file_needs_the_admins_when_no_rule_owns_it():
     co = parse_codeowners("/src/auth/ @security\n")
-    gate = baseline(
-        codeowners=co,
-        rules=GateRules(require_code_owner_review=False),
-        changed_paths=frozenset({".mergegate.yml", "src/auth/login.py"}),
-    )
+    gate = baseline(codeowners=co, changed_paths=frozenset({".mergegate.yml"}))
     reason = blocked_by(gate, GateRule.CODE_OWNERS)
     assert reason == "blocked: .mergegate.yml is owned by the admins; no approval from them"
     assert evaluate(replace(gate, reviews=(approve("carol"),))).mergeable
+    with pytest.raises(ValidationError, match="cannot be turned off"):
+        GateRules(require_code_owner_review=False)
 
 
 # -- findings ----------------------------------------------------------------------------------------------
@@ -565,7 +571,13 @@ def test_gate_rules_defaults_match_issue_4():
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("gate:\n  human_approvals_only: false\n", "line 2: gate.human_approvals_only"),
+        (
+            "gate:\n  human_approvals_only: false\n",
+            "line 2: gate.human_approvals_only: Value error, cannot be turned off",
+        ),
+        ("gate:\n  exclude_author: false\n", "line 2: gate.exclude_author: Value error, cannot be turned off"),
+        ("gate:\n  strict: false\n", "line 2: gate.strict: Value error, cannot be turned off"),
+        ("gate:\n  required_checks: []\n", "line 2: gate.required_checks"),
         ("gate:\n  required_approvals: 0\n", "line 2: gate.required_approvals"),
         ("gate:\n  stirct: true\n", "line 2: gate.stirct: unknown key"),
     ],

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from mergegate.core.codeowners import ALWAYS_OWNED, CodeOwners, OwnerResolver, Ownership, directory_resolver
+from mergegate.core.codeowners import CodeOwners, OwnerResolver, Ownership, directory_resolver
 from mergegate.core.policy import GateRules, Mode
 from mergegate.core.principals import Directory
 from mergegate.core.reviews import (
@@ -127,8 +127,8 @@ class GateInput:
     ``last_push_sequence`` and review sequences come from the same event counter.
     ``fingerprint`` is the current review fingerprint (``None`` if it could not be
     computed). ``landing_commit`` is the speculative merge of the base tip and the
-    change (``None`` until it exists); with ``rules.strict`` off, checks are read on
-    ``head`` instead. ``codeowners`` must be the **base** ref's. ``blocking_findings``
+    change (``None`` until it exists): checks count only on it (strict, always).
+    ``codeowners`` must be the **base** ref's. ``blocking_findings``
     is ``None`` when no analysis has reported yet.
     """
 
@@ -159,7 +159,7 @@ class GateInput:
 
     @property
     def check_commit(self) -> str | None:
-        return self.landing_commit if self.rules.strict else self.head
+        return self.landing_commit
 
 
 def evaluate(gate: GateInput) -> GateVerdict:
@@ -192,11 +192,11 @@ def _latest(runs: Iterable[CheckRun]) -> CheckRun:
 
 def _checks(gate: GateInput) -> RuleResult:
     names = gate.required_check_names
-    if not names:
-        return RuleResult(GateRule.CHECKS, True, "no required checks are configured")
+    if not names:  # fail closed: a gate with nothing to check has not checked anything
+        return RuleResult(GateRule.CHECKS, False, "blocked: no required checks are configured")
     commit = gate.check_commit
     if not commit:
-        what = "the speculative merge of the base tip and the change" if gate.rules.strict else "the change's head"
+        what = "the speculative merge of the base tip and the change"
         return RuleResult(
             GateRule.CHECKS,
             False,
@@ -241,7 +241,6 @@ def _checks(gate: GateInput) -> RuleResult:
 def approval_problems(gate: GateInput, review: Review) -> list[str]:
     """Why an approval does not count (empty: it counts). Each phrase completes
     "the approval ...", e.g. "is from the last pusher (bob)"."""
-    rules = gate.rules
     out: list[str] = []
     if review.state is not ReviewState.APPROVE:
         return ["is not an approval"]
@@ -264,26 +263,24 @@ def approval_problems(gate: GateInput, review: Review) -> list[str]:
         out.append(f"is from {review.reviewer}, who is not a known principal")
     elif not principal.is_human:
         out.append(f"is from an agent ({review.reviewer}): agents can never approve, only humans' approvals count")
-    if rules.exclude_author and review.reviewer == gate.author:
+    # Design invariant 2: none of these can be turned off (see GateRules).
+    if review.reviewer == gate.author:
         out.append(f"is from the change's author ({review.reviewer})")
-    if rules.exclude_last_pusher:
-        if not gate.last_pusher:
-            out.append("cannot be shown not to be from the last pusher (who pushed last is unknown)")
-        elif review.reviewer == gate.last_pusher:
-            out.append(f"is from the last pusher ({review.reviewer})")
-    if rules.bind_approvals_to_fingerprint:
-        if not gate.fingerprint:
-            out.append("cannot be bound to the reviewed content (the change's review fingerprint is unknown)")
-        elif review.fingerprint != gate.fingerprint:
-            out.append(
-                f"is stale: it was given for content {short(review.fingerprint)}, "
-                f"the change is now {short(gate.fingerprint)}"
-            )
-    if rules.approvals_after_last_push:
-        if gate.last_push_sequence is None:
-            out.append("cannot be shown to come after the last push (when that was is unknown)")
-        elif review.sequence <= gate.last_push_sequence:
-            out.append("was given before the last push")
+    if not gate.last_pusher:
+        out.append("cannot be shown not to be from the last pusher (who pushed last is unknown)")
+    elif review.reviewer == gate.last_pusher:
+        out.append(f"is from the last pusher ({review.reviewer})")
+    if not gate.fingerprint:
+        out.append("cannot be bound to the reviewed content (the change's review fingerprint is unknown)")
+    elif review.fingerprint != gate.fingerprint:
+        out.append(
+            f"is stale: it was given for content {short(review.fingerprint)}, "
+            f"the change is now {short(gate.fingerprint)}"
+        )
+    if gate.last_push_sequence is None:
+        out.append("cannot be shown to come after the last push (when that was is unknown)")
+    elif review.sequence <= gate.last_push_sequence:
+        out.append("was given before the last push")
     return out
 
 
@@ -358,14 +355,13 @@ def _code_owners(gate: GateInput, qualifying: frozenset[str]) -> RuleResult:
     missing: dict[str, list[str]] = {}  # owners description -> paths
     notes: dict[str, list[str]] = {}
     satisfied: list[str] = []
-    enforced_everywhere = gate.rules.require_code_owner_review
     for path in sorted(gate.changed_paths):
         own: Ownership = gate.codeowners.ownership(path)
         if not own.decided:
             problems = "; ".join(str(p) for p in own.problems)
             undecided.append(f"{path} could be decided by an invalid CODEOWNERS line ({problems})")
             continue
-        if not own.owned or not (enforced_everywhere or path in ALWAYS_OWNED):
+        if not own.owned:
             continue
         approvers: set[str] = set()
         unknown: list[str] = []

@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import re
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mergegate.core.severity import Severity
 
@@ -107,29 +107,51 @@ DEFAULT_TEST_PATHS = (
 )
 
 
+INVARIANT_RULES = (
+    "human_approvals_only",
+    "bind_approvals_to_fingerprint",
+    "approvals_after_last_push",
+    "exclude_last_pusher",
+    "exclude_author",
+    "require_code_owner_review",
+    "strict",
+)
+
+
 class GateRules(_Strict):
     """The merge gate's rules (the ``gate:`` section). Every rule is on by default.
 
-    Two switches are deliberately not switches: ``human_approvals_only`` only accepts
-    ``true`` and ``required_approvals`` is at least 1, because "an agent has no path to a
-    merged change without a human approval" is design invariant 1, not a preference.
+    The rules that make up design invariant 2 ("a merge needs all of ...") are not
+    switches: a policy may list them, but only as ``true``. What a team may tune is the
+    number of approvals (at least 1), whether request-changes blocks, which checks are
+    required (at least one) and which branches are protected.
     """
 
     required_approvals: int = Field(1, ge=1, le=20)
-    human_approvals_only: Literal[True] = True
+    human_approvals_only: bool = True
     #: An approval covers the reviewed content (patch-id of merge-base..head + merge base).
     bind_approvals_to_fingerprint: bool = True
     approvals_after_last_push: bool = True
     exclude_last_pusher: bool = True
     exclude_author: bool = True
-    request_changes_blocks: bool = True
-    #: One code-owner approval per owned path. The policy file and CODEOWNERS need their
-    #: owners' approval even when this is off (design invariant 3).
+    #: One code-owner approval per owned path.
     require_code_owner_review: bool = True
-    protected_branches: tuple[str, ...] = ("main", "master", "release/*")
-    required_checks: tuple[str, ...] = ("mergegate/check",)
     #: Checks must be green on the speculative merge (base tip + change), not the head.
     strict: bool = True
+    request_changes_blocks: bool = True
+    protected_branches: tuple[str, ...] = ("main", "master", "release/*")
+    required_checks: tuple[str, ...] = Field(("mergegate/check",), min_length=1)
+
+    @field_validator(*INVARIANT_RULES)
+    @classmethod
+    def _invariant(cls, value: bool) -> bool:
+        if value is not True:
+            raise ValueError(
+                "cannot be turned off: it is part of the merge invariant (human approvals bound to the "
+                "reviewed content, after the last push, by neither author nor last pusher, code owners, "
+                "strict checks)"
+            )
+        return value
 
     def protects(self, branch: str) -> bool:
         """Whether ``branch`` (``main`` or ``refs/heads/main``) is protected.
