@@ -40,23 +40,48 @@ class ProcessTimeout(TimeoutError):
         super().__init__(f"{result.argv[0]} exceeded its time limit of {result.duration_s:.0f}s")
 
 
-async def _read_bounded(stream: asyncio.StreamReader, limit: int) -> tuple[bytes, bool]:
-    chunks, size, truncated = [], 0, False
-    while True:
-        chunk = await stream.read(65536)
-        if not chunk:
-            break
-        if size < limit:
-            chunks.append(chunk[: limit - size])
-        else:
-            truncated = True
-        size += len(chunk)
-    return b"".join(chunks), truncated or size > limit
+#: After a kill, how long to keep reading output. Processes that escaped the group
+#: (``setsid`` daemons, without the sandbox's PID namespace) can hold the pipes open
+#: forever; a time limit must not depend on them closing.
+KILL_GRACE_S = 2.0
+
+
+class _Capture:
+    """Output read so far, at most ``limit`` bytes (kept when reading is abandoned)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    async def read(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(65536):
+            if self.size < self.limit:
+                self.chunks.append(chunk[: self.limit - self.size])
+            self.size += len(chunk)
+
+    def result(self) -> tuple[bytes, bool]:
+        return b"".join(self.chunks), self.size > self.limit
 
 
 def _kill_group(proc: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def _settle(task: asyncio.Future[None], proc: asyncio.subprocess.Process) -> None:
+    """After a kill: collect the rest of the output, but give up after ``KILL_GRACE_S``."""
+    done, _ = await asyncio.wait({task}, timeout=KILL_GRACE_S)
+    if not done:
+        task.cancel()
+        transport = getattr(proc, "_transport", None)
+        if transport is not None:
+            transport.close()  # stop reading pipes that escaped processes still hold
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    if proc.returncode is None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
 
 
 async def run_process(
@@ -81,33 +106,34 @@ async def run_process(
     )
     assert proc.stdout is not None and proc.stderr is not None
 
-    async def communicate() -> tuple[tuple[bytes, bool], tuple[bytes, bool]]:
+    stdout, stderr = _Capture(max_output), _Capture(max_output)
+
+    async def communicate() -> None:
         if stdin is not None and proc.stdin is not None:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 proc.stdin.write(stdin)
                 await proc.stdin.drain()
             proc.stdin.close()
-        out, err = await asyncio.gather(_read_bounded(proc.stdout, max_output), _read_bounded(proc.stderr, max_output))
+        await asyncio.gather(stdout.read(proc.stdout), stderr.read(proc.stderr))
         await proc.wait()
-        return out, err
 
     task = asyncio.ensure_future(communicate())
     try:
-        (out, out_trunc), (err, err_trunc) = await asyncio.wait_for(asyncio.shield(task), timeout)
+        await asyncio.wait_for(asyncio.shield(task), timeout)
         timed_out = False
     except TimeoutError:
         _kill_group(proc)
-        (out, out_trunc), (err, err_trunc) = await task
+        await _settle(task, proc)
         timed_out = True
     except asyncio.CancelledError:
         # Our caller gave up (e.g. the agent's own timeout): leave nothing running.
         _kill_group(proc)
-        with contextlib.suppress(Exception):
-            await task
+        await _settle(task, proc)
         raise
     finally:
         # Orphans that kept the group alive after the leader exited.
         _kill_group(proc)
+    (out, out_trunc), (err, err_trunc) = stdout.result(), stderr.result()
     return ProcessResult(
         argv=tuple(argv),
         returncode=proc.returncode if proc.returncode is not None else -9,

@@ -6,8 +6,18 @@ place (in ``workspace-write`` mode), ``/tmp`` is private, and nothing else exist
 no home directories, no ``/var``, no data directories of the gate, no ``.git`` of
 the repository under review. A plain ``--ro-bind / /`` is not enough, because when
 mergegate runs as root the sandbox's user maps back to real root for file
-permissions, and root-only files (``/etc/shadow``, keys) would be readable. Known
-secret files under ``/etc`` are masked for the same reason.
+permissions, and root-only files (``/etc/shadow``, keys) would be readable. For the
+same reason every entry under ``/etc`` that other users could not read is masked
+(computed on each run, so a newly installed service's secrets are covered too), on
+top of a fixed list of known secret locations. The sandbox's own root is remounted
+read-only, so nothing can be written except the work tree, explicit writable mounts
+and the private ``/tmp``.
+
+Paths can be *remapped*: the work tree and extra mounts may appear inside at fixed
+places (e.g. ``/workspace``). Tools whose artefacts record absolute paths (a venv, an
+editable install) then produce results that are valid on the next run, whatever
+temporary directory the host used. ``NoSandbox`` cannot remap, which callers check
+through ``remaps_paths``.
 
 The environment is scrubbed to an explicit allowlist; the network is unshared unless
 the spec allows it (setup steps only); every namespace bubblewrap can unshare is
@@ -19,10 +29,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
+import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
 from typing import Protocol
 
@@ -54,6 +67,7 @@ BASE_ENV = {
 SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 
 #: Files and directories under /etc that hold secrets: hidden even though /etc is mounted.
+#: (Anything under /etc that other users cannot read is hidden as well, see ``etc_masks``.)
 MASKED_ETC = (
     "/etc/shadow",
     "/etc/shadow-",
@@ -71,6 +85,21 @@ MASKED_ETC = (
     "/etc/rabbitmq",
 )
 
+_NOT_FOR_OTHERS = stat.S_IROTH
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host path made visible inside the sandbox, at ``target`` (default: the same path)."""
+
+    source: Path
+    target: Path | None = None
+    writable: bool = False
+
+    @property
+    def dest(self) -> Path:
+        return self.target or self.source
+
 
 @dataclass(frozen=True)
 class SandboxSpec:
@@ -85,11 +114,23 @@ class SandboxSpec:
     #: Extra paths mounted writable (e.g. a dependency cache during setup).
     writable: tuple[Path, ...] = ()
     #: Paths inside the work tree that stay read-only even in workspace-write mode.
+    #: (The work tree's own ``.git``, if any, is always protected.)
     protected: tuple[Path, ...] = ()
+    #: Where the work tree appears inside the sandbox (default: at its host path).
+    workdir_at: Path | None = None
+    #: Extra mounts, possibly at other places than on the host (see ``Mount``).
+    mounts: tuple[Mount, ...] = ()
+
+    @property
+    def remapped(self) -> bool:
+        moved = self.workdir_at is not None and self.workdir_at != self.workdir
+        return moved or any(m.dest != m.source for m in self.mounts)
 
 
 class Sandbox(Protocol):
     name: str
+    #: Whether ``SandboxSpec.workdir_at`` and ``Mount.target`` are honoured.
+    remaps_paths: bool
 
     async def run(self, argv: Sequence[str], spec: SandboxSpec, timeout: float | None) -> ProcessResult: ...
 
@@ -114,10 +155,77 @@ def scrubbed_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def _within(path: str, roots: Sequence[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def etc_masks(root: str = "/etc") -> tuple[list[str], list[str]]:
+    """Directories and files under ``root`` to hide: ``(dirs, files)``.
+
+    Everything other users could not read (the sandbox user is root for permission
+    checks, so it would otherwise read them), plus ``MASKED_ETC``. Symlinks are left
+    alone: they resolve inside the sandbox, where their targets are masked or absent.
+    """
+    dirs: list[str] = []
+    files: list[str] = []
+    for path in MASKED_ETC:
+        if not path.startswith(root.rstrip("/") + "/") or _within(path, dirs):
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            dirs.append(path)
+        elif os.path.lexists(path) and not os.path.islink(path):
+            files.append(path)
+    for top, subdirs, names in os.walk(root, onerror=lambda _exc: None):
+        keep = []
+        for name in subdirs:
+            path = os.path.join(top, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode) or _within(path, dirs):
+                continue
+            if not (st.st_mode & _NOT_FOR_OTHERS and st.st_mode & stat.S_IXOTH):
+                dirs.append(path)
+            else:
+                keep.append(name)
+        subdirs[:] = keep
+        for name in names:
+            path = os.path.join(top, name)
+            if path in files:
+                continue
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and not st.st_mode & _NOT_FOR_OTHERS:
+                files.append(path)
+    files = [f for f in files if not _within(f, dirs)]
+    return dirs, files
+
+
+@cache
+def _probe(bwrap: str) -> str | None:
+    """Why bubblewrap cannot create a sandbox here, or ``None`` when it can."""
+    try:
+        proc = subprocess.run(
+            [bwrap, "--unshare-all", "--unshare-user", "--ro-bind", "/", "/", "--", "true"],
+            capture_output=True,
+            timeout=30,
+            env={},
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if proc.returncode != 0:
+        return proc.stderr.decode("utf-8", "replace").strip() or f"exit {proc.returncode}"
+    return None
+
+
 class BubblewrapSandbox:
     name = "bubblewrap"
+    remaps_paths = True
 
-    def __init__(self, bwrap: str | None = None):
+    def __init__(self, bwrap: str | None = None, *, probe: bool = True):
         found = bwrap or shutil.which("bwrap")
         if not found:
             raise SandboxUnavailable(
@@ -125,10 +233,19 @@ class BubblewrapSandbox:
                 "Install it (Debian/Ubuntu: apt-get install bubblewrap), or opt out explicitly "
                 "with `sandbox: none` in the base branch's .mergegate.yml."
             )
+        if probe and (problem := _probe(found)):
+            raise SandboxUnavailable(
+                f"bubblewrap ({found}) is installed but cannot create a sandbox here: {problem}. "
+                "It needs user namespaces (e.g. sysctl kernel.unprivileged_userns_clone=1 and "
+                "user.max_user_namespaces > 0; in a container, a seccomp/AppArmor profile that "
+                "allows them), or opt out explicitly with `sandbox: none` in the base branch's "
+                ".mergegate.yml."
+            )
         self.bwrap = found
 
     def argv(self, command: Sequence[str], spec: SandboxSpec) -> list[str]:
         workdir = spec.workdir.resolve()
+        inside = spec.workdir_at or workdir
         args = [
             self.bwrap,
             "--unshare-all",
@@ -158,26 +275,39 @@ class BubblewrapSandbox:
                     args += ["--symlink", os.readlink(path), path]
                 else:
                     args += ["--ro-bind", path, path]
-        for path in MASKED_ETC:
-            if os.path.isdir(path) and not os.path.islink(path):
-                args += ["--tmpfs", path]
-            elif os.path.exists(path):
-                args += ["--ro-bind", "/dev/null", path]
+        dirs, files = etc_masks()
+        for path in dirs:
+            args += ["--tmpfs", path]
+        for path in files:
+            args += ["--ro-bind", "/dev/null", path]
         for path in (*python_prefixes(), *spec.read_only):
             args += ["--ro-bind", str(path), str(path)]
         if spec.mode is SandboxMode.READ_ONLY:
-            args += ["--ro-bind", str(workdir), str(workdir)]
+            args += ["--ro-bind", str(workdir), str(inside)]
         else:
-            args += ["--bind", str(workdir), str(workdir)]
+            args += ["--bind", str(workdir), str(inside)]
         for path in spec.writable:
             args += ["--bind", str(path), str(path)]
-        for path in spec.protected:
-            if path.exists():
-                args += ["--ro-bind", str(path), str(path)]
+        for mount in spec.mounts:
+            args += ["--bind" if mount.writable else "--ro-bind", str(mount.source), str(mount.dest)]
+        if spec.mode is not SandboxMode.DANGER_FULL_ACCESS:
+            for path in self._protected(spec, workdir):
+                args += ["--ro-bind", str(path), str(inside / path.relative_to(workdir))]
+        # The root itself is a tmpfs holding the mount points: make it read-only too.
+        args += ["--remount-ro", "/"]
         for key, value in scrubbed_env(spec.env).items():
             args += ["--setenv", key, value]
-        args += ["--chdir", str(workdir), "--", *command]
+        args += ["--chdir", str(inside), "--", *command]
         return args
+
+    @staticmethod
+    def _protected(spec: SandboxSpec, workdir: Path) -> Iterator[Path]:
+        for path in (*spec.protected, workdir / ".git"):
+            path = path if path.is_absolute() else workdir / path
+            # Resolve the parent only: a protected symlink must not redirect the mount.
+            path = path.parent.resolve() / path.name
+            if os.path.lexists(path) and not path.is_symlink() and path.is_relative_to(workdir):
+                yield path
 
     async def run(self, argv: Sequence[str], spec: SandboxSpec, timeout: float | None) -> ProcessResult:
         return await run_process(self.argv(argv, spec), timeout=timeout, env={})
@@ -187,8 +317,11 @@ class NoSandbox:
     """Explicit opt-out (``sandbox: none``): still a scrubbed environment, but no isolation."""
 
     name = "none"
+    remaps_paths = False
 
     async def run(self, argv: Sequence[str], spec: SandboxSpec, timeout: float | None) -> ProcessResult:
+        if spec.remapped:
+            raise ValueError("sandbox: none cannot remap paths; check Sandbox.remaps_paths first")
         return await run_process(argv, cwd=spec.workdir, env=scrubbed_env(spec.env), timeout=timeout)
 
 
