@@ -1,0 +1,225 @@
+"""The gate's tables (SQLAlchemy 2 declarative). The migrations create exactly these.
+
+Design notes, so later work keeps the shape:
+
+- ``changes.id`` *is* the change number: numbers are global across repositories (like
+  Gerrit), so ``/api/changes/42`` and ``refs/changes/42/head`` are unambiguous.
+- ``changes.open_key`` is a uniqueness guard that works on SQLite and PostgreSQL
+  alike: ``branch:<ref>`` for a change opened by a branch push, ``cid:<target>:<Change-Id>``
+  for one opened through ``refs/for``; ``NULL`` once the change is closed. A unique
+  (repo, open_key) means two racing pushes can never open two changes for one branch.
+- ``events`` is the durable inbox: every push is stored here before anything acts on
+  it, and handlers mark it done in the same transaction as their effects.
+- ``audit_log`` holds the hash chain; ``audit_head`` is its single head row, locked by
+  each append, and ``prev_hash`` is unique so a fork is impossible even by accident.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite returns naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime: use datetime.now(UTC)")
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime}
+
+
+KINDS = ("human", "agent")
+ROLES = ("admin", "maintainer", "contributor")
+CHANGE_STATES = ("open", "merged", "abandoned")
+EVENT_STATUSES = ("pending", "done", "failed")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class PrincipalRow(Base):
+    __tablename__ = "principals"
+    __table_args__ = (
+        CheckConstraint(_in("kind", KINDS), name="ck_principals_kind"),
+        CheckConstraint(_in("role", ROLES), name="ck_principals_role"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    #: Fixed at creation: a database trigger refuses any UPDATE that changes it.
+    kind: Mapped[str] = mapped_column(String(16))
+    role: Mapped[str] = mapped_column(String(16))
+    email: Mapped[str | None] = mapped_column(String(254))
+    #: ``lower(email)``, unique, so an address names at most one principal.
+    email_key: Mapped[str | None] = mapped_column(String(254), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class TokenRow(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: The non-secret part of the token, used to find the row before comparing hashes.
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    principal_id: Mapped[int] = mapped_column(ForeignKey("principals.id"), index=True)
+    #: SHA-256 of the whole token. The token itself is never stored.
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    revoked_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class RepoRow(Base):
+    __tablename__ = "repos"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    default_branch: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class ChangeRow(Base):
+    __tablename__ = "changes"
+    __table_args__ = (
+        CheckConstraint(_in("state", CHANGE_STATES), name="ck_changes_state"),
+        UniqueConstraint("repo_id", "open_key", name="uq_changes_open_key"),
+        Index("ix_changes_repo_state", "repo_id", "state"),
+    )
+
+    #: The change number (global across repositories).
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id"))
+    target_branch: Mapped[str] = mapped_column(String(200))
+    #: What was pushed to open it: ``refs/heads/feature/x`` or ``refs/for/main``.
+    source_ref: Mapped[str] = mapped_column(String(255))
+    #: Gerrit's ``Change-Id:`` trailer of the first patchset, if it had one.
+    change_key: Mapped[str | None] = mapped_column(String(64))
+    open_key: Mapped[str | None] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(500), default="")
+    head_sha: Mapped[str] = mapped_column(String(64))
+    patchset: Mapped[int] = mapped_column(Integer, default=1)
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    author_id: Mapped[int] = mapped_column(ForeignKey("principals.id"))
+    last_pusher_id: Mapped[int] = mapped_column(ForeignKey("principals.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PatchsetRow(Base):
+    """One push that set a change's head. Reviews will bind to these."""
+
+    __tablename__ = "patchsets"
+    __table_args__ = (
+        UniqueConstraint("change_id", "number", name="uq_patchsets_number"),
+        # A push event touches a ref once: re-running its handler finds this row.
+        UniqueConstraint("event_id", "ref", name="uq_patchsets_event_ref"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    change_id: Mapped[int] = mapped_column(ForeignKey("changes.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    commit_sha: Mapped[str] = mapped_column(String(64))
+    pusher_id: Mapped[int] = mapped_column(ForeignKey("principals.id"))
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"))
+    ref: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CommentRow(Base):
+    __tablename__ = "comments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    change_id: Mapped[int] = mapped_column(ForeignKey("changes.id"), index=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("principals.id"))
+    patchset: Mapped[int] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EventRow(Base):
+    """The durable inbox. ``payload`` and ``result`` are JSON text (portable, exact)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        CheckConstraint(_in("status", EVENT_STATUSES), name="ck_events_status"),
+        Index("ix_events_pending", "status", "available_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    available_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditRow(Base):
+    """One sealed entry: the fields of ``core.audit.AUDIT_FIELDS`` plus details and hashes.
+
+    ``timestamp`` is kept as the exact ISO text that was hashed, and ``details`` as its
+    canonical JSON, so verification rebuilds byte-identical entries.
+    """
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    timestamp: Mapped[str] = mapped_column(String(40))
+    agent_id: Mapped[str | None] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    confidence_score: Mapped[float | None] = mapped_column(Float)
+    policy_applied: Mapped[str | None] = mapped_column(String(500))
+    human_reviewer: Mapped[str | None] = mapped_column(String(128))
+    outcome: Mapped[str] = mapped_column(String(32))
+    details: Mapped[str] = mapped_column(Text, default="{}")
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditHeadRow(Base):
+    """The chain head: a single row (id 1), locked by every append."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
