@@ -228,10 +228,64 @@ def test_non_python_files_are_listed_and_only_them_skips(repo: RepoBuilder) -> N
     assert skipped.detail == "no Python files changed"
 
 
+def _one(repo: RepoBuilder, code: str) -> tuple[str, Severity, float, str | None]:
+    repo.base({"README.md": "x\n"}).change({"app.py": code})
+    result, _ = run(repo)
+    (f,) = result.findings
+    return f.rule, f.severity, f.confidence, f.properties.get("context")
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        # SQL assembled in a variable first: bandit is unsure (LOW), the query shape is not.
+        (
+            'def q(db, status):\n    sql = "SELECT id FROM orders WHERE status = \'" + status + "\'"\n'
+            "    return db.execute(sql)\n",
+            ("B608", Severity.HIGH, 0.7, "a query string starting with SQL interpolates a variable"),
+        ),
+        (
+            'TABLE = "events"\n\n\ndef q(cur, since):\n'
+            '    cur.execute(f"SELECT id FROM {TABLE} WHERE at > %s", (since,))\n',
+            ("B608", Severity.LOW, 0.4, "only constants are interpolated into the query"),
+        ),
+        (
+            "import random\n\n\ndef make_reset_token():\n    return random.getrandbits(128)\n",
+            ("B311", Severity.MEDIUM, 0.7, "the random value is used for a security purpose (by its names)"),
+        ),
+        (
+            "import random\n\n\ndef shuffled(xs):\n    return random.sample(xs, len(xs))\n",
+            ("B311", Severity.LOW, 0.9, None),
+        ),
+        (
+            'DB_PASSWORD = "Sup3r" "S3cret!"\n',
+            ("B105", Severity.MEDIUM, 0.7, "the literal looks like a real credential"),
+        ),
+        ('TOKEN_TYPE = "bearer"\n', ("B105", Severity.LOW, 0.7, None)),
+        (
+            'from urllib.request import urlopen\n\nFEED = "https://example.org/rss"\n\n\n'
+            "def news():\n    return urlopen(FEED, timeout=5).read()\n",
+            ("B310", Severity.LOW, 0.4, "every argument is a constant"),
+        ),
+        (
+            "from urllib.request import urlopen\n\n\ndef fetch(url):\n    return urlopen(url).read()\n",
+            ("B310", Severity.MEDIUM, 0.9, None),
+        ),
+        (
+            'from django.utils.safestring import mark_safe\n\nHR = mark_safe("<hr>")\n',
+            ("B308", Severity.LOW, 0.4, "every argument is a constant"),
+        ),
+    ],
+)
+def test_context_moves_findings_bandit_judges_by_name(repo: RepoBuilder, code: str, expected: tuple) -> None:
+    assert _one(repo, code) == expected
+
+
 @pytest.mark.parametrize(
     ("rule", "severity", "confidence", "expected"),
     [
         ("B602", "HIGH", "HIGH", (Severity.HIGH, 0.9)),
+        ("B605", "LOW", "HIGH", (Severity.LOW, 0.9)),  # a constant command: bandit already knows
         ("B000", "HIGH", "MEDIUM", (Severity.HIGH, 0.7)),
         ("B000", "HIGH", "LOW", (Severity.MEDIUM, 0.4)),
         ("B000", "MEDIUM", "HIGH", (Severity.MEDIUM, 0.9)),
@@ -281,6 +335,28 @@ def test_semgrep_findings_merge_with_bandit_on_the_same_line(repo: RepoBuilder) 
         "CWE-79",
         Severity.MEDIUM,
     )
+
+
+def test_semgrep_taint_rules_follow_request_data(repo: RepoBuilder) -> None:
+    if shutil.which("semgrep") is None:
+        pytest.skip("semgrep (optional extra) is not installed")
+    code = (
+        "import os\n\nimport requests\nfrom flask import request, send_from_directory\n\n\n"
+        "def download():\n"
+        "    with open(os.path.join('/srv', request.args['name'])) as fh:\n"
+        "        return fh.read()\n\n\n"
+        "def safe():\n"
+        "    return send_from_directory('/srv', request.args['name'])\n\n\n"
+        "def preview():\n"
+        "    return requests.get(request.args['url'], timeout=5).text\n"
+    )
+    repo.base({"README.md": "x\n"}).change({"app.py": code})
+    result, action = run(repo)
+    assert [(f.rule, f.line, f.cwe, f.severity) for f in result.findings] == [
+        ("semgrep.flask-path-traversal", 8, "CWE-22", Severity.HIGH),
+        ("semgrep.flask-ssrf", 17, "CWE-918", Severity.HIGH),
+    ]
+    assert action is Action.BLOCK_SECURITY
 
 
 def test_without_semgrep_the_notes_say_so(repo: RepoBuilder) -> None:

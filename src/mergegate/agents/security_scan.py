@@ -25,11 +25,20 @@ LOW                low, 0.9         low, 0.7       info, 0.4
 =================  ===============  =============  =============
 
 Injection-class rules (``INJECTION_RULES``: exec/eval, pickle loads, unsafe yaml.load,
-shell commands, string-built SQL) are raised to ``high`` when bandit's confidence is at
-least MEDIUM: bandit rates e.g. B608 (``f"SELECT … {name}"``) MEDIUM/MEDIUM, but an
-injection reachable from input is the classic blocking bug, so the default policy
-(``blocking_severity: high``) blocks it. ``B403`` (``import pickle``) is deliberately not
-in the list: the import is harmless, B301 flags the call that is not.
+shell commands, string-built SQL) rated MEDIUM are raised to ``high`` when bandit's
+confidence is at least MEDIUM: bandit rates B608 (``f"SELECT … {name}"``) MEDIUM/MEDIUM,
+but an injection reachable from input is the classic blocking bug, so the default policy
+(``blocking_severity: high``) blocks it. (bandit itself rates a constant shell command
+LOW; that stays low.) ``B403`` (``import pickle``) is deliberately not in the list: the
+import is harmless, B301 flags the call that is not.
+
+Then ``refine`` uses the AST where bandit judges by names alone: string-built SQL that
+starts like a query and interpolates a variable is ``high`` even when bandit is unsure;
+SQL, ``mark_safe`` or ``urlopen`` fed only constants drop to ``low``; ``random`` used
+under security names (token, salt, session, code…) rises to ``medium``; a hard-coded
+password rises to ``medium`` only when the literal looks like one. semgrep, when
+installed, adds our taint rules for request data reaching files (path traversal), URLs
+(SSRF) and HTML (XSS). ``benchmarks/precision.py`` measures all of it against bandit.
 
 Trust: ``# nosec`` comments are ignored by default (``honour_nosec: false``) because the
 change under review could add them; skip rules from the base-side ``.mergegate.yml``.
@@ -43,6 +52,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import shutil
 import tokenize
 from collections import Counter
@@ -123,7 +133,7 @@ def map_rating(rule: str, severity: str, confidence: str) -> tuple[Severity, flo
     conf = confidence.upper()
     if conf == "LOW":
         ours = _ORDER[max(0, ours.rank - 1)]
-    elif rule in INJECTION_RULES and ours < Severity.HIGH:
+    elif rule in INJECTION_RULES and ours is Severity.MEDIUM:
         ours = Severity.HIGH
     return ours, _CONFIDENCE.get(conf, 0.4)
 
@@ -151,6 +161,7 @@ class SourceMap:
     lines: list[str]
     scopes: list[tuple[int, int, str]]  # (first line, last line, qualified name), outer first
     parsed: bool
+    tree: ast.Module | None = None
 
     @classmethod
     def of(cls, source: str | None) -> SourceMap:
@@ -178,7 +189,7 @@ class SourceMap:
                     visit(child, prefix)
 
         visit(tree, "")
-        return cls(lines, scopes, True)
+        return cls(lines, scopes, True, tree)
 
     def code(self, line: int, end_line: int) -> str:
         return " ".join(" ".join(self.lines[n - 1].split()) for n in range(line, end_line + 1) if n <= len(self.lines))
@@ -189,6 +200,13 @@ class SourceMap:
             if first <= line <= last:
                 name = qualname
         return name
+
+    def nodes(self, line: int, end_line: int, kind: type | tuple[type, ...]) -> list[ast.AST]:
+        """Nodes of ``kind`` starting within ``line..end_line``, outermost first."""
+        if self.tree is None:
+            return []
+        found = [n for n in ast.walk(self.tree) if isinstance(n, kind) and line <= n.lineno <= end_line]
+        return sorted(found, key=lambda n: (n.lineno, n.col_offset, -(n.end_col_offset or 0)))
 
 
 def match_key(f: RawFinding, source: SourceMap) -> tuple[str, str, str]:
@@ -314,6 +332,57 @@ rules:
     message: template rendered from a string built at runtime (XSS / template injection)
     metadata: {cwe: ["CWE-79"], confidence: MEDIUM}
     pattern: flask.render_template_string(f"...", ...)
+  - id: mergegate.flask-path-traversal
+    mode: taint
+    languages: [python]
+    severity: ERROR
+    message: a path built from request data reaches the file system (path traversal); check the resolved path
+    metadata: {cwe: ["CWE-22"], confidence: MEDIUM}
+    pattern-sources:
+      - pattern: flask.request.$ATTR
+    pattern-sanitizers:
+      - pattern: werkzeug.utils.secure_filename(...)
+      - pattern: os.path.basename(...)
+    pattern-sinks:
+      - pattern: open(...)
+      - pattern: flask.send_file(...)
+      - pattern: $F.save(...)
+      - pattern: pathlib.Path(...)
+      - patterns:
+          - pattern: $BASE / $PART
+          - focus-metavariable: $PART
+  - id: mergegate.flask-ssrf
+    mode: taint
+    languages: [python]
+    severity: ERROR
+    message: a URL built from request data is fetched by the server (SSRF); allowlist the host
+    metadata: {cwe: ["CWE-918"], confidence: MEDIUM}
+    pattern-sources:
+      - pattern: flask.request.$ATTR
+    pattern-sinks:
+      - pattern: requests.$METHOD(...)
+      - pattern: httpx.$METHOD(...)
+      - pattern: urllib.request.urlopen(...)
+  - id: mergegate.flask-xss
+    mode: taint
+    languages: [python]
+    severity: ERROR
+    message: request data is rendered as HTML without escaping (XSS); use a template or markupsafe.escape
+    metadata: {cwe: ["CWE-79"], confidence: MEDIUM}
+    pattern-sources:
+      - pattern: flask.request.$ATTR
+    pattern-sanitizers:
+      - pattern: markupsafe.escape(...)
+      - pattern: flask.escape(...)
+      - pattern: html.escape(...)
+    pattern-sinks:
+      - pattern: flask.render_template_string(...)
+      - pattern: markupsafe.Markup(...)
+      - patterns:
+          - pattern: return $HTML
+          - metavariable-regex:
+              metavariable: $HTML
+              regex: ^f["'].*<
 """
 
 _SEMGREP_SEVERITY = {"ERROR": "HIGH", "WARNING": "MEDIUM", "INFO": "LOW"}
@@ -360,25 +429,121 @@ async def run_semgrep(exe: str, root: Path, paths: list[str], rules: Path) -> li
 
 
 def merge_duplicates(bandit: list[RawFinding], semgrep: list[RawFinding]) -> list[RawFinding]:
-    """Fold a semgrep finding into a bandit finding on the same line (the worse severity wins).
+    """Fold each semgrep finding into an earlier finding on the same line (the worse severity wins).
 
     The tools name the same bug differently (B506 is CWE-20, our yaml rule CWE-502), so
     the line is the join key; semgrep's rule id and any ``fix`` travel along.
     """
     out = list(bandit)
     for s in semgrep:
-        i = next((i for i, b in enumerate(out) if b.tool == "bandit" and (b.path, b.line) == (s.path, s.line)), None)
+        i = next((i for i, b in enumerate(out) if (b.path, b.line) == (s.path, s.line)), None)
         if i is None:
             out.append(s)
             continue
         b = out[i]
+        also = ", ".join(filter(None, [b.properties.get("also_reported_by"), s.rule]))
         props = {
             **b.properties,
-            "also_reported_by": s.rule,
+            "also_reported_by": also,
             **({"fix": s.properties["fix"]} if "fix" in s.properties else {}),
         }
         out[i] = replace(b, severity=max(b.severity, s.severity, key=lambda v: v.rank), properties=props)
     return out
+
+
+# --- context bandit does not use ----------------------------------------------------------
+#
+# Where bandit judges a call by its name alone, the code around it often says more. These
+# adjustments only move a finding by what the AST shows; each says why in ``properties``.
+
+_CONST_NAME = re.compile(r"_?[A-Z][A-Z0-9_]*")
+_SQL_START = re.compile(r"\s*\(?\s*(select|insert|update|delete|with|replace|merge)\b", re.IGNORECASE)
+_SECURITY_WORDS = re.compile(
+    r"token|secret|passw|pwd|nonce|salt|otp|session|csrf|api_?key|\bkey\b|auth|reset|verif|\bcode\b|\bpin\b",
+    re.IGNORECASE,
+)
+#: Rules about a call that is harmless when every argument is a constant.
+_CONSTANT_ARGS_SAFE = {
+    "B308": ("mark_safe",),
+    "B703": ("mark_safe",),
+    "B310": ("urlopen", "urlretrieve", "Request"),
+}
+
+
+def constant_like(node: ast.AST) -> bool:
+    """Built only from literals and UPPER_CASE names (module constants): not attacker-controlled."""
+    return all(_CONST_NAME.fullmatch(n.id) for n in ast.walk(node) if isinstance(n, ast.Name))
+
+
+def _string_parts(node: ast.AST) -> tuple[str, list[ast.AST]] | None:
+    """The literal text and the interpolated expressions of a string-building expression."""
+    if isinstance(node, ast.JoinedStr):
+        text = "".join(v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str))
+        return text, [v.value for v in node.values if isinstance(v, ast.FormattedValue)]
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and isinstance(node.left, ast.Constant):
+        return str(node.left.value), [node.right]
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        operands, stack = [], [node]
+        while stack:
+            n = stack.pop()
+            if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Add):
+                stack += [n.right, n.left]
+            else:
+                operands.append(n)
+        text = "".join(o.value for o in operands if isinstance(o, ast.Constant) and isinstance(o.value, str))
+        return text, [o for o in operands if not isinstance(o, ast.Constant)]
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "format"
+        and isinstance(node.func.value, ast.Constant)
+    ):
+        return str(node.func.value.value), [*node.args, *(k.value for k in node.keywords)]
+    return None
+
+
+def _looks_like_credential(value: str) -> bool:
+    from mergegate.agents.secrets import is_placeholder
+
+    return len(value) >= 6 and not re.fullmatch(r"[a-z_.\-]+", value) and not is_placeholder(value)
+
+
+def refine(r: RawFinding, src: SourceMap, scope: str) -> RawFinding:
+    """Adjust a bandit finding by what its code shows (see the comment above)."""
+    if r.tool != "bandit" or src.tree is None:
+        return r
+    lo, mid, hi = (Severity.LOW, 0.4), (Severity.MEDIUM, 0.7), (Severity.HIGH, 0.7)
+    verdict: tuple[tuple[Severity, float], str] | None = None
+    if r.rule == "B608":
+        for node in src.nodes(r.line, r.end_line, (ast.JoinedStr, ast.BinOp, ast.Call)):
+            parts = _string_parts(node)
+            if parts is None:
+                continue
+            text, values = parts
+            if all(constant_like(v) for v in values):
+                verdict = lo, "only constants are interpolated into the query"
+            elif _SQL_START.match(text):
+                verdict = hi, "a query string starting with SQL interpolates a variable"
+            break
+    elif r.rule in _CONSTANT_ARGS_SAFE:
+        for call in src.nodes(r.line, r.end_line, ast.Call):
+            func = call.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in _CONSTANT_ARGS_SAFE[r.rule]:
+                if all(constant_like(a) for a in [*call.args, *(k.value for k in call.keywords)]):
+                    verdict = lo, "every argument is a constant"
+                break
+    elif r.rule == "B311":
+        if _SECURITY_WORDS.search(scope) or _SECURITY_WORDS.search(src.code(r.line, r.end_line)):
+            verdict = mid, "the random value is used for a security purpose (by its names)"
+    elif r.rule in _QUOTES_SECRET:
+        strings = [n.value for n in src.nodes(r.line, r.end_line, ast.Constant) if isinstance(n.value, str)]
+        if any(_looks_like_credential(v) for v in strings):
+            verdict = mid, "the literal looks like a real credential"
+    if verdict is None:
+        return r
+    (severity, confidence), why = verdict
+    return replace(r, severity=severity, confidence=confidence, properties={**r.properties, "context": why})
 
 
 # --- the agent ----------------------------------------------------------------------------
@@ -437,7 +602,7 @@ class SecurityScan:
                 ctx.change.file(f.path),
             )
             pre_existing += old
-            findings += [self._finding(r, head_src, ctx) for r in new]
+            findings += [self._finding(refine(r, head_src, head_src.scope(r.line)), head_src, ctx) for r in new]
 
         if head_errors:
             for path, reason in sorted(head_errors.items()):
