@@ -7,6 +7,10 @@ message quotes the old and the new code exactly as ``ast.unparse`` prints it.
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
+import sys
+from pathlib import Path
 from textwrap import dedent
 
 import pytest
@@ -770,6 +774,22 @@ WEAKENING = [
         "is now skipped",
     ),
     case(
+        "expected-computed-by-the-unit",
+        """
+        def test_add():
+            expected = 4
+            assert add(2, 2) == expected
+        ---
+        def test_add():
+            expected = add(2, 2)
+            assert add(2, 2) == expected
+        """,
+        "assertion-weakened",
+        "high",
+        "assert add(2, 2) == expected",
+        "(where expected = add(2, 2))",
+    ),
+    case(
         "shadowed-by-redefinition",
         """
         def test_add():
@@ -1175,6 +1195,33 @@ LEGITIMATE = [
         """,
     ),
     case(
+        "duplicate-test-removed",
+        """
+        def test_add():
+            assert add(2, 2) == 4
+
+
+        def test_add_again():
+            assert add(2, 2) == 4
+        ---
+        def test_add():
+            assert add(2, 2) == 4
+        """,
+    ),
+    case(
+        "project-assert-helper",
+        """
+        def test_parse():
+            assert parse('a=1') == {'a': 1}
+        ---
+        from tests.helpers import assert_dict_equal
+
+
+        def test_parse():
+            assert_dict_equal(parse('a=1'), {'a': 1})
+        """,
+    ),
+    case(
         "docstring-added",
         """
         def test_add():
@@ -1335,6 +1382,17 @@ def test_expected_value_edited_with_the_code_is_a_medium_question(repo):
     assert hit.message.endswith("?")
 
 
+def test_expected_value_in_a_variable_edited_with_the_code(repo):
+    base = src("def test_parse():\n    expected = {'a': 1}\n    assert parse('a=1') == expected\n")
+    head = src("def test_parse():\n    expected = {'a': '1'}\n    assert parse('a=1') == expected\n")
+    head_calc = CALC.replace("return {key: int(value)}", "return {key: value}")
+    found = findings(repo, {TEST: base}, {TEST: head, "app/calc.py": head_calc})
+    (hit,) = [f for f in found if f.rule == "expected-value-changed"]
+    assert hit.severity is Severity.MEDIUM
+    assert "`expected = {'a': 1}` → `expected = {'a': '1'}`" in hit.message
+    assert "`parse` (app/calc.py)" in hit.message
+
+
 def test_parametrized_expected_value_edited_with_the_code(repo):
     table = """\
 @pytest.mark.parametrize('a, b, total', [(1, 2, 3), (2, 2, 4)])
@@ -1398,3 +1456,17 @@ def test_no_python_changes_skips(repo):
 def test_every_rule_is_documented():
     reported = {p.values[2] for p in WEAKENING}
     assert reported <= set(RULES)
+
+
+def test_labelled_set_meets_its_targets():
+    """The benchmark's labelled edits, as a regression test: recall ≥ 0.9, false positives ≤ 0.1."""
+    path = Path(__file__).parents[2] / "benchmarks" / "test_integrity_eval.py"
+    spec = importlib.util.spec_from_file_location("test_integrity_eval", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses look their module up
+    spec.loader.exec_module(bench)
+    summary = bench.summarise(asyncio.run(bench.evaluate_all(sorted(bench.CASES.glob("*.yaml")))))
+    assert summary["weakening"] >= 40 and summary["legitimate"] >= 40
+    assert summary["recall"] >= bench.RECALL_TARGET, summary["missed"]
+    assert summary["fp_rate"] <= bench.FP_TARGET, summary["false_positives"]
+    assert summary["spec_high"] == 0

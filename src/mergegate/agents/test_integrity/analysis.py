@@ -70,7 +70,8 @@ def analyse(sources: list[Source], prod: ProductionFacts, collection: Collection
     deleted_files = {s.base_path for s in sources if s.deleted}
     # Deleted tests may have been folded into a parametrize table that is new or grew.
     tables = matching.added + [n for o, n in matching.pairs if len(n.cases) > len(o.cases)]
-    result.issues += _deleted(matching.deleted, tables, prod, deleted_files, base)
+    remaining = [t for m in head for t in m.tests]
+    result.issues += _deleted(matching.deleted, tables, remaining, prod, deleted_files, base)
     result.issues += _shadowed(base, head, renamed)
     result.issues = _merge_groups(result.issues)
     return result
@@ -122,8 +123,8 @@ def _not_collected(pairs: list[tuple[TestFunction, TestFunction]]) -> list[Issue
     return issues
 
 
-def _deleted(deleted, tables, prod: ProductionFacts, deleted_files: set[str | None], base) -> list[Issue]:
-    verdicts = {id(t): _why_deleted(t, tables, prod) for t in deleted}
+def _deleted(deleted, tables, remaining, prod: ProductionFacts, deleted_files: set[str | None], base) -> list[Issue]:
+    verdicts = {id(t): _why_deleted(t, tables, remaining, prod) for t in deleted}
     issues = []
     by_file: dict[str, list[TestFunction]] = defaultdict(list)
     for t in deleted:
@@ -153,12 +154,16 @@ def _deleted(deleted, tables, prod: ProductionFacts, deleted_files: set[str | No
     return issues
 
 
-def _why_deleted(test: TestFunction, tables: list[TestFunction], prod: ProductionFacts) -> str:
+def _why_deleted(test: TestFunction, tables: list[TestFunction], remaining: list[TestFunction], prod) -> str:
     """A reason that makes deleting ``test`` ordinary, or '' when there is none."""
     removed = prod.removed_in(test.calls | test.names)
     if removed:
         name, path = removed[0]
         return f"together with `{name}`, which this change removes from {path}"
+    keys = sorted(c.key for c in test.checks)
+    for fn in remaining:  # a copy of a test that stays: removing duplicates loses nothing
+        if keys and sorted(c.key for c in fn.checks) == keys and test.body == fn.body:
+            return f"as a duplicate of {fn.node_id}, which stays"
     used = {c for c in test.calls if c not in _BUILTIN_CALLS}
     for fn in tables:
         if fn.cases and used and used <= fn.calls and fn.path == test.path:

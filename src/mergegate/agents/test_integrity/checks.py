@@ -133,18 +133,60 @@ def make_check(kind: str, node: ast.AST, text: str, strength: float, line: int, 
     )
 
 
-def assert_check(stmt: ast.Assert, swallowed: str | None) -> Check:
+def assert_check(stmt: ast.Assert, swallowed: str | None, results: dict[str, ast.expr] | None = None) -> Check:
+    """``results``: names assigned once from a call (``expected = vat(100)``), to see tautologies."""
     test = stmt.test
+    text, strength = f"assert {ast.unparse(test)}", st.expr_strength(test)
+    same = _tautology(test, results or {})
+    if same:
+        text, strength = f"{text} (where {same})", st.VACUOUS
     return make_check(
         "assert",
         test,
-        f"assert {ast.unparse(test)}",
-        st.expr_strength(test),
+        text,
+        strength,
         stmt.lineno,
         swallowed=swallowed,
         bound=bound_of(test),
         form=st.form_of(test),
     )
+
+
+def _tautology(test: ast.expr, results: dict[str, ast.expr]) -> str:
+    """``assert f(x) == expected`` after ``expected = f(x)``: the test compares the code with itself."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq | ast.Is)):
+        return ""
+    sides = (test.left, test.comparators[0])
+    named = [s.id for s in sides if isinstance(s, ast.Name) and s.id in results]
+    resolved = [
+        ast.unparse(results[s.id]) if isinstance(s, ast.Name) and s.id in results else ast.unparse(s) for s in sides
+    ]
+    if named and resolved[0] == resolved[1]:
+        return "; ".join(f"{n} = {ast.unparse(results[n])}" for n in named)
+    return ""
+
+
+def expectation(target: str, value: ast.expr) -> Check | None:
+    """``expected = {"a": 1}``: an expected value kept in a variable, compared like a check's literals."""
+    if not _literal_like(value):
+        return None
+    text = f"{target} = {ast.unparse(value)}"
+    return make_check("expect", value, text, st.EXACT, value.lineno, form=("expect", target))
+
+
+def _literal_like(node: ast.expr) -> bool:
+    """Literals, displays of literals, and constructors of literals (``Decimal("2.68")``)."""
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, ast.UnaryOp):
+        return _literal_like(node.operand)
+    if isinstance(node, ast.List | ast.Tuple | ast.Set):
+        return all(_literal_like(e) for e in node.elts)
+    if isinstance(node, ast.Dict):
+        return all(k is None or _literal_like(k) for k in node.keys) and all(_literal_like(v) for v in node.values)
+    if isinstance(node, ast.Call) and call_name(node)[:1].isupper():
+        return all(_literal_like(a) for a in node.args) and all(_literal_like(k.value) for k in node.keywords)
+    return False
 
 
 def method_check(call: ast.Call, swallowed: str | None) -> Check:

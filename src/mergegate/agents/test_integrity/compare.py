@@ -37,7 +37,8 @@ def compare_test(
 
     ``elsewhere`` counts the checks of tests new in this change, where removed checks may have moved.
     """
-    issues = _checks(old, new, prod, elsewhere) + _cases(old, new, prod) + _markers(old, new)
+    issues = _checks(old, new, prod, elsewhere) + _cases(old, new, prod) + _expectations(old, new, prod)
+    issues += _markers(old, new)
     issues += _skip_calls(old, new) + _early_returns(old, new) + _swallowed(old, new)
     issues += unit_mocked(new, imports, before=old)
     return issues
@@ -155,6 +156,12 @@ def _cases(old: TestFunction, new: TestFunction, prod: ProductionFacts) -> list[
         basis = "|".join(c.key for c in alignment.removed)
         issues.append(_issue("param-case-removed", HIGH, 0.75, msg, new, None, basis))
     return issues
+
+
+def _expectations(old: TestFunction, new: TestFunction, prod: ProductionFacts) -> list[Issue]:
+    before = {c.form: c for c in old.expectations}
+    edited = [(before[c.form], c) for c in new.expectations if c.form in before and before[c.form].key != c.key]
+    return [_value_changed(o, n, new, prod) for o, n in edited if o.shape == n.shape]
 
 
 # -- disabling ------------------------------------------------------------------------------

@@ -45,6 +45,8 @@ class TestFunction:
     body: str
     checks: list[ck.Check] = field(default_factory=list)
     cases: list[ck.Check] = field(default_factory=list)
+    #: Expected values kept in variables the checks use (``expected = {...}``).
+    expectations: list[ck.Check] = field(default_factory=list)
     markers: list[Marker] = field(default_factory=list)
     skip_calls: list[Event] = field(default_factory=list)
     early_returns: list[Event] = field(default_factory=list)
@@ -137,6 +139,10 @@ def _function(node, path, classes, inherited_markers, helpers) -> TestFunction:
     walker = _Walker(fn, helpers)
     walker.block(body, None, False)
     fn.early_returns = [r for r in walker.returns if any(c.line > r.line for c in fn.checks)]
+    checked = set().union(*(c.idents for c in fn.checks)) if fn.checks else set()
+    for name, values in walker.assigned.items():
+        if len(values) == 1 and name in checked and (e := ck.expectation(name, values[0])):
+            fn.expectations.append(e)
     return fn
 
 
@@ -151,6 +157,12 @@ class _Walker:
         self.fn = fn
         self.helpers = helpers
         self.returns: list[Event] = []
+        #: Values assigned to each plain name, in order (``expected = ...``).
+        self.assigned: dict[str, list[ast.expr]] = {}
+
+    def results(self) -> dict[str, ast.expr]:
+        """Names assigned exactly once, from a call: ``expected = vat(100)``."""
+        return {n: v[0] for n, v in self.assigned.items() if len(v) == 1 and isinstance(v[0], ast.Call)}
 
     def block(self, stmts: list[ast.stmt], swallow: str | None, conditional: bool, guard: str = "") -> None:
         for stmt in stmts:
@@ -163,7 +175,9 @@ class _Walker:
             text = f"{guard} return" if guard else ast.unparse(s)
             self.returns.append(Event(text, s.lineno, conditional))
         elif isinstance(s, ast.Assert):
-            self.fn.checks.append(ck.assert_check(s, swallow))
+            self.fn.checks.append(ck.assert_check(s, swallow, self.results()))
+        elif isinstance(s, ast.Assign) and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name):
+            self.assigned.setdefault(s.targets[0].id, []).append(s.value)
         elif isinstance(s, ast.Raise) and s.exc is not None and dotted(s.exc).endswith("SkipTest"):
             self.fn.skip_calls.append(Event(ast.unparse(s), s.lineno, conditional))
         if isinstance(s, ast.Try | ast.TryStar):

@@ -134,10 +134,22 @@ def _call_strength(node: ast.Call) -> float:
 
 def method_strength(call: ast.Call) -> float:
     name = call_name(call)
-    base = METHOD_STRENGTH.get(name, PARTIAL)  # an unknown assert helper: neutral
+    base = METHOD_STRENGTH.get(name) or _guess(name)
     if name in ("assertTrue", "assert_", "failUnless") and call.args:
         return max(base, expr_strength(call.args[0]))  # assertTrue(a == b) is assertEqual(a, b)
     return base
+
+
+def _guess(name: str) -> float:
+    """A project's own ``assert_*`` helper, judged by its name (``assert_dict_equal``: exact)."""
+    lowered = name.lower()
+    if "not" in lowered.replace("_", ""):
+        return NEGATIVE if "equal" in lowered or "none" in lowered else PARTIAL
+    if any(word in lowered for word in ("equal", "same", "identical")):
+        return EXACT
+    if any(word in lowered for word in ("true", "truthy", "exists", "called")):
+        return TRUTHY
+    return PARTIAL  # unknown: neutral
 
 
 def exception_strength(exc: ast.expr | None, has_match: bool) -> float:
