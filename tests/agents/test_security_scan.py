@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 
@@ -365,3 +366,19 @@ def test_without_semgrep_the_notes_say_so(repo: RepoBuilder) -> None:
     repo.base({"app.py": "X = 1\n"}).change({"app.py": "X = 2\n"})
     result, _ = run(repo)
     assert "semgrep is not installed (optional extra mergegate[semgrep]): bandit only" in result.notes
+
+
+def test_a_broken_semgrep_is_a_note_not_an_error(repo: RepoBuilder, tmp_path, monkeypatch) -> None:
+    """semgrep is optional: when it fails, bandit's answer stands and the agent is less sure."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "semgrep"
+    fake.write_text("#!/bin/sh\necho 'semgrep: cannot load rules' >&2\nexit 7\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    repo.base({"app.py": "X = 1\n"}).change({"app.py": "import os\n\n\ndef f(x):\n    os.system('ls ' + x)\n"})
+    result, _ = run(repo)
+    assert result.status is AgentStatus.OK
+    assert rules(result) == [("B605", 5, Severity.HIGH)]
+    assert result.confidence == 0.9
+    assert any(n.startswith("semgrep failed, bandit only: semgrep exited 7") for n in result.notes)

@@ -65,6 +65,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mergegate.agents.base import AgentContext, AgentOutput, AgentSkipped
 from mergegate.agents.common import on_added_line, run_python_tool
+from mergegate.agents.secrets import is_placeholder
 from mergegate.core.change import ChangedFile
 from mergegate.core.finding import Category, Finding, make_fingerprint
 from mergegate.core.severity import Severity
@@ -503,8 +504,6 @@ def _string_parts(node: ast.AST) -> tuple[str, list[ast.AST]] | None:
 
 
 def _looks_like_credential(value: str) -> bool:
-    from mergegate.agents.secrets import is_placeholder
-
     return len(value) >= 6 and not re.fullmatch(r"[a-z_.\-]+", value) and not is_placeholder(value)
 
 
@@ -581,11 +580,20 @@ class SecurityScan:
             scans += [run_semgrep(semgrep, ctx.base_dir, base_paths, rules)]
         else:
             notes.append("semgrep is not installed (optional extra mergegate[semgrep]): bandit only")
-        results = await asyncio.gather(*scans)
+        results = await asyncio.gather(*scans, return_exceptions=True)
+        for outcome in results[:2]:
+            if isinstance(outcome, BaseException):
+                raise outcome  # bandit is the required analyser: fail closed
         (head_found, head_errors), (base_found, base_errors) = results[0], results[1]
+        confidence = 1.0
         if semgrep:
-            head_found = merge_duplicates(head_found, results[2])
-            base_found = merge_duplicates(base_found, results[3])
+            failed = next((r for r in results[2:] if isinstance(r, BaseException)), None)
+            if failed is None:
+                head_found = merge_duplicates(head_found, results[2])
+                base_found = merge_duplicates(base_found, results[3])
+            else:  # optional: report it, keep bandit's answer
+                notes.append(f"semgrep failed, bandit only: {str(failed)[:200]}")
+                confidence = 0.9
 
         maps = await asyncio.to_thread(_source_maps, ctx, files)
         findings: list[Finding] = []
@@ -609,7 +617,7 @@ class SecurityScan:
                 notes.append(f"{path}: not analysed, bandit reported: {reason}")
         if pre_existing:
             notes.append(f"{pre_existing} pre-existing finding(s) in changed files, not blocking")
-        confidence = 1.0 - 0.5 * len(head_errors) / len(files)
+        confidence *= 1.0 - 0.5 * len(head_errors) / len(files)
         return AgentOutput(findings=_dedupe_fingerprints(findings), confidence=round(confidence, 3), notes=notes)
 
     def _finding(self, r: RawFinding, src: SourceMap, ctx: AgentContext) -> Finding:
