@@ -10,6 +10,8 @@ context and its config-file transformers); only hits on added lines are reported
 Severity: ``critical`` for private keys and cloud keys, ``high`` for every other
 credential (so the default policy blocks a leaked API key), ``medium`` for a
 high-entropy string that no other detector recognises. CWE-798 throughout.
+detect-secrets' hex-entropy plugin is off (it flags every commit id and checksum; hex
+keys next to a keyword are still caught by its keyword plugin).
 
 The value never leaves this module: findings carry a masked preview (at most four
 leading characters, never more than a fifth of the value) and a SHA-256 prefix; the
