@@ -1,0 +1,1 @@
+"""Forges: where changes come from. ``local`` is the embedded one (later: GitHub, GitLab)."""

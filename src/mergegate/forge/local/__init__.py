@@ -1,0 +1,1 @@
+"""The embedded forge: bare repositories served over git smart HTTP by mergegate itself."""
