@@ -10,7 +10,7 @@ from __future__ import annotations
 import typer
 
 from mergegate import __version__
-from mergegate.cli import audit_cmd, check_cmd, config_cmd, demo_cmd
+from mergegate.cli import admin_cmd, audit_cmd, change_cmd, check_cmd, config_cmd, demo_cmd, serve_cmd
 
 app = typer.Typer(
     name="mergegate",
@@ -25,6 +25,11 @@ app.command("agents")(check_cmd.list_agents)
 app.command("demo")(demo_cmd.demo)
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(config_cmd.app, name="config")
+app.command("serve")(serve_cmd.serve)
+app.add_typer(admin_cmd.user_app, name="user")
+app.add_typer(admin_cmd.token_app, name="token")
+app.add_typer(admin_cmd.repo_app, name="repo")
+app.add_typer(change_cmd.app, name="change")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,43 @@
+"""Repositories."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, status
+
+from mergegate.service import changes, repos
+from mergegate.web.auth import CurrentActor
+from mergegate.web.schemas import ChangeOut, RepoIn, RepoOut
+
+router = APIRouter(prefix="/api/repos", tags=["repositories"])
+
+
+@router.get("", response_model=list[RepoOut])
+def list_repos(request: Request, actor: CurrentActor):
+    server = request.app.state.server
+    return repos.list_repos(server.db, server.settings.url)
+
+
+@router.post("", response_model=RepoOut, status_code=status.HTTP_201_CREATED)
+def create_repo(body: RepoIn, request: Request, actor: CurrentActor):
+    """Create a bare repository (optionally a clone of ``source``). Admins only (``change_policy``)."""
+    server = request.app.state.server
+    return repos.create_repo(
+        server.db,
+        server.forge,
+        actor,
+        name=body.name,
+        source=body.source,
+        default_branch=body.default_branch,
+        base_url=server.settings.url,
+    )
+
+
+@router.get("/{name}", response_model=RepoOut)
+def get_repo(name: str, request: Request, actor: CurrentActor):
+    server = request.app.state.server
+    return repos.get_repo(server.db, name, server.settings.url)
+
+
+@router.get("/{name}/changes", response_model=list[ChangeOut])
+def repo_changes(name: str, request: Request, actor: CurrentActor, state: str | None = None):
+    return changes.list_changes(request.app.state.server.db, repo=name, state=state)
