@@ -206,25 +206,30 @@ def test_allowlist_added_by_the_change_itself_is_ignored(repo: RepoBuilder) -> N
     assert found(run(repo)) == [("github-token", 1, Severity.HIGH)]
 
 
-def test_inline_pragma_is_honoured_and_listed(repo: RepoBuilder) -> None:
+PRAGMA_CHANGE = {
+    "app.py": f'TOKEN = "{GH}"  # pragma: allowlist secret\n'
+    "# pragma: allowlist nextline secret\n"
+    f'KEY = "{OPENAI}"\n'
+    f'GL = "{GL}"\n'
+}
+
+
+def test_an_inline_pragma_added_by_the_change_hides_nothing_by_default(repo: RepoBuilder) -> None:
     repo.base({"README.md": "demo\n"})
-    repo.change(
-        {
-            "app.py": f'TOKEN = "{GH}"  # pragma: allowlist secret\n'
-            "# pragma: allowlist nextline secret\n"
-            f'KEY = "{OPENAI}"\n'
-            f'GL = "{GL}"\n'
-        }
-    )
+    repo.change(PRAGMA_CHANGE)
+    assert [(rule, line) for rule, line, _ in found(run(repo))] == [
+        ("github-token", 1),
+        ("openai-api-key", 3),
+        ("gitlab-token", 4),
+    ]
+
+
+def test_the_base_policy_can_opt_in_to_inline_pragmas_and_each_use_is_listed(repo: RepoBuilder) -> None:
+    repo.base({".mergegate.yml": "agents:\n  secrets:\n    inline_allowlist: true\n"})
+    repo.change(PRAGMA_CHANGE)
     result = run(repo)
     assert found(result) == [("gitlab-token", 4, Severity.HIGH)]
     assert "allowlisted inline by 'pragma: allowlist secret' in this change: app.py:1, app.py:3" in result.notes
-
-
-def test_base_policy_can_refuse_inline_pragmas(repo: RepoBuilder) -> None:
-    repo.base({".mergegate.yml": "agents:\n  secrets:\n    inline_allowlist: false\n"})
-    repo.change({"app.py": f'TOKEN = "{GH}"  # pragma: allowlist secret\n'})
-    assert found(run(repo)) == [("github-token", 1, Severity.HIGH)]
 
 
 def test_allow_entries_must_be_hashes_and_errors_do_not_quote_them() -> None:

@@ -20,11 +20,12 @@ could quote the line.
 
 Not secrets: placeholders (``xxx``, ``changeme``, ``<your-key>``, ``${VAR}``, the AWS
 documentation key …), values equal to the user name in a URL (``postgres:postgres``),
-values allowlisted by hash in the base branch's ``.mergegate.yml``
-(``agents: {secrets: {allow: [sha256…]}}``), and lines marked
-``pragma: allowlist secret`` (or ``pragma: allowlist nextline secret`` on the line
-before). The inline pragma is written by the change itself, so every use is listed in
-the notes, and the base policy can turn it off (``inline_allowlist: false``).
+and values allowlisted by hash in the base branch's ``.mergegate.yml``
+(``agents: {secrets: {allow: [sha256…]}}``). The inline ``pragma: allowlist secret``
+comment (or ``pragma: allowlist nextline secret`` on the line before) is written by the
+change itself, so by default it hides nothing, just as a change cannot relax its own
+policy; the base policy can opt in (``inline_allowlist: true``), and every use is then
+listed in the notes.
 """
 
 from __future__ import annotations
@@ -57,8 +58,9 @@ class Options(BaseModel):
     #: SHA-256 hashes (or prefixes of at least 12 hex digits, as shown in findings) of
     #: values known not to be secrets.
     allow: list[str] = Field(default_factory=list)
-    #: Honour ``pragma: allowlist secret`` comments added by the change.
-    inline_allowlist: bool = True
+    #: Honour ``pragma: allowlist secret`` comments added by the change (off: the change
+    #: would be exempting itself).
+    inline_allowlist: bool = False
     #: detect-secrets' base64 high-entropy string plugin (noisier; findings are ``medium``).
     entropy: bool = True
 
