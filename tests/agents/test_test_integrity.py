@@ -790,6 +790,22 @@ WEAKENING = [
         "(where expected = add(2, 2))",
     ),
     case(
+        "deleted-and-replaced-by-a-vacuous-test",
+        """
+        def test_mean_of_pair():
+            values = [1, 2]
+            assert mean(values) == 1.5
+        ---
+        def test_mean_runs():
+            mean([2, 4])
+            assert True
+        """,
+        "test-deleted",
+        "high",
+        "test_mean_of_pair",
+        "not moved or renamed",
+    ),
+    case(
         "shadowed-by-redefinition",
         """
         def test_add():
@@ -1219,6 +1235,29 @@ LEGITIMATE = [
 
         def test_parse():
             assert_dict_equal(parse('a=1'), {'a': 1})
+        """,
+    ),
+    case(
+        "value-check-became-an-expected-error",
+        """
+        def test_divide():
+            assert divide(1, 0) is None
+        ---
+        def test_divide():
+            with pytest.raises(ZeroDivisionError, match='zero'):
+                divide(1, 0)
+        """,
+    ),
+    case(
+        "rewritten-under-a-new-name",
+        """
+        def test_mean_of_pair():
+            values = [1, 2]
+            assert mean(values) == 1.5
+        ---
+        def test_mean_is_the_average():
+            assert mean([2, 4]) == 3
+            assert mean([1, 2, 3]) == 2
         """,
     ),
     case(

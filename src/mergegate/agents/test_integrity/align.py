@@ -65,9 +65,10 @@ def _pair_by_similarity(old: list[Check], new: list[Check], out: Alignment) -> t
 
 
 def _may_replace(new: Check, old: Check) -> bool:
-    """A different check at least as strong (an expected exception only by another one:
-    ``try: f(); pytest.fail() except E: pass`` → ``with pytest.raises(E): f()`` is a rewrite)."""
-    return new.strength >= old.strength - SLACK and new.raising == old.raising
+    """A different check at least as strong. An expected exception is replaced only by another
+    one (``try: f(); pytest.fail() except E: pass`` → ``with pytest.raises(E): f()``), while a
+    plain check may become an expected exception (the behaviour is now an error)."""
+    return new.strength >= old.strength - SLACK and (new.raising or not old.raising)
 
 
 def _covers(check: Check, removed: Check) -> bool:

@@ -7,6 +7,7 @@ Pure and synchronous: the agent runs it in a worker thread.
 
 from __future__ import annotations
 
+import ast
 import builtins
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -68,10 +69,15 @@ def analyse(sources: list[Source], prod: ProductionFacts, collection: Collection
     for fn in matching.added:
         result.issues += new_test(fn, imports[fn.path])
     deleted_files = {s.base_path for s in sources if s.deleted}
-    # Deleted tests may have been folded into a parametrize table that is new or grew.
-    tables = matching.added + [n for o, n in matching.pairs if len(n.cases) > len(o.cases)]
-    remaining = [t for m in head for t in m.tests]
-    result.issues += _deleted(matching.deleted, tables, remaining, prod, deleted_files, base)
+    fates = _Fates(
+        prod=prod,
+        # Deleted tests may have been folded into a parametrize table that is new or grew …
+        tables=matching.added + [n for o, n in matching.pairs if len(n.cases) > len(o.cases)],
+        # … rewritten as a new test of the same code, or be a copy of a test that stays.
+        added=matching.added,
+        remaining=[t for m in head for t in m.tests],
+    )
+    result.issues += _deleted(matching.deleted, fates, deleted_files, base)
     result.issues += _shadowed(base, head, renamed)
     result.issues = _merge_groups(result.issues)
     return result
@@ -81,10 +87,15 @@ def _parse(path, text, collection, result: Result, side: str) -> TestModule | No
     if path is None or text is None:
         return None
     try:
-        return parse_module(path, text, collection)
-    except (SyntaxError, ValueError) as exc:
+        tree = ast.parse(text, filename=path)
+    except (SyntaxError, ValueError) as exc:  # ValueError: NUL bytes
         where = f" (line {exc.lineno})" if isinstance(exc, SyntaxError) and exc.lineno else ""
         result.unparseable.append(f"{path} at {side} does not parse{where}; its tests were not compared")
+        return None
+    try:
+        return parse_module(path, tree, collection)
+    except (ValueError, RecursionError) as exc:  # e.g. a construct ast.unparse cannot print
+        result.unparseable.append(f"{path} at {side} could not be analysed ({type(exc).__name__}: {exc})")
         return None
 
 
@@ -123,8 +134,8 @@ def _not_collected(pairs: list[tuple[TestFunction, TestFunction]]) -> list[Issue
     return issues
 
 
-def _deleted(deleted, tables, remaining, prod: ProductionFacts, deleted_files: set[str | None], base) -> list[Issue]:
-    verdicts = {id(t): _why_deleted(t, tables, remaining, prod) for t in deleted}
+def _deleted(deleted: list[TestFunction], fates: _Fates, deleted_files: set[str | None], base) -> list[Issue]:
+    verdicts = {id(t): fates.why_deleted(t) for t in deleted}
     issues = []
     by_file: dict[str, list[TestFunction]] = defaultdict(list)
     for t in deleted:
@@ -154,21 +165,45 @@ def _deleted(deleted, tables, remaining, prod: ProductionFacts, deleted_files: s
     return issues
 
 
-def _why_deleted(test: TestFunction, tables: list[TestFunction], remaining: list[TestFunction], prod) -> str:
-    """A reason that makes deleting ``test`` ordinary, or '' when there is none."""
-    removed = prod.removed_in(test.calls | test.names)
-    if removed:
-        name, path = removed[0]
-        return f"together with `{name}`, which this change removes from {path}"
-    keys = sorted(c.key for c in test.checks)
-    for fn in remaining:  # a copy of a test that stays: removing duplicates loses nothing
-        if keys and sorted(c.key for c in fn.checks) == keys and test.body == fn.body:
-            return f"as a duplicate of {fn.node_id}, which stays"
-    used = {c for c in test.calls if c not in _BUILTIN_CALLS}
-    for fn in tables:
-        if fn.cases and used and used <= fn.calls and fn.path == test.path:
-            return f"and appears consolidated into the parametrized {fn.node_id}"
-    return ""
+#: Share of a deleted test's calls a new test must make to count as its rewrite.
+REWRITE_OVERLAP = 0.75
+
+
+@dataclass
+class _Fates:
+    """What may have become of a deleted test, other than being lost."""
+
+    prod: ProductionFacts
+    tables: list[TestFunction]
+    added: list[TestFunction]
+    remaining: list[TestFunction]
+    #: How much checking each new test still has to give to deleted tests it replaces.
+    budget: dict[int, float] = field(default_factory=dict)
+
+    def why_deleted(self, test: TestFunction) -> str:
+        """A reason that makes deleting ``test`` ordinary, or '' when there is none."""
+        removed = self.prod.removed_in(test.calls | test.names)
+        if removed:
+            name, path = removed[0]
+            return f"together with `{name}`, which this change removes from {path}"
+        keys = sorted(c.key for c in test.checks)
+        for fn in self.remaining:  # a copy of a test that stays: removing duplicates loses nothing
+            if keys and sorted(c.key for c in fn.checks) == keys and test.body == fn.body:
+                return f"as a duplicate of {fn.node_id}, which stays"
+        used = {c for c in test.calls if c not in _BUILTIN_CALLS}
+        if not used:
+            return ""
+        for fn in self.tables:
+            if fn.cases and used <= fn.calls and fn.path == test.path:
+                return f"and appears consolidated into the parametrized {fn.node_id}"
+        needed = sum(c.strength for c in test.checks)
+        for fn in self.added:  # rewritten under a new name: the same code, at least as much checking
+            left = self.budget.setdefault(id(fn), sum(c.strength for c in fn.checks))
+            shared = len(used & fn.calls) / len(used)
+            if fn.path == test.path and shared >= REWRITE_OVERLAP and 0 < needed <= left and not fn.markers:
+                self.budget[id(fn)] = left - needed
+                return f"and appears rewritten as {fn.node_id}, which exercises the same code with as many checks"
+        return ""
 
 
 #: Calls that say nothing about what a test is about.

@@ -57,6 +57,8 @@ class Check:
     bound: tuple[str, float] | None = None
     #: What the check says about which expression (see ``strength.form_of``).
     form: tuple[str, str] | None = None
+    #: Plain names compared as a whole for equality (``assert result == expected``).
+    operands: frozenset[str] = frozenset()
 
     @property
     def raising(self) -> bool:
@@ -100,6 +102,11 @@ class _Shape(ast.NodeTransformer):
 
     def visit_Constant(self, node: ast.Constant) -> ast.AST:
         self.literals.append(repr(node.value))
+        return ast.Constant(...)
+
+    def visit_JoinedStr(self, node: ast.JoinedStr) -> ast.AST:
+        """An f-string is one literal (its parts cannot be replaced one by one)."""
+        self.literals.append(ast.unparse(node))
         return ast.Constant(...)
 
 
@@ -149,7 +156,18 @@ def assert_check(stmt: ast.Assert, swallowed: str | None, results: dict[str, ast
         swallowed=swallowed,
         bound=bound_of(test),
         form=st.form_of(test),
+        operands=_operands(test),
     )
+
+
+def _operands(node: ast.expr) -> frozenset[str]:
+    if isinstance(node, ast.Compare) and all(isinstance(op, ast.Eq | ast.Is) for op in node.ops):
+        sides = [node.left, *node.comparators]
+    elif isinstance(node, ast.Call) and st.METHOD_STRENGTH.get(call_name(node)) == st.EXACT:
+        sides = node.args[:2]
+    else:
+        return frozenset()
+    return frozenset(s.id for s in sides if isinstance(s, ast.Name))
 
 
 def _tautology(test: ast.expr, results: dict[str, ast.expr]) -> str:
@@ -199,6 +217,7 @@ def method_check(call: ast.Call, swallowed: str | None) -> Check:
         swallowed=swallowed,
         bound=bound_of(call),
         form=st.form_of(call),
+        operands=_operands(call),
     )
 
 

@@ -103,9 +103,17 @@ def _judge(o: ck.Check, n: ck.Check, fn: TestFunction, prod: ProductionFacts) ->
     if moved > 0:
         msg = f"Assertion weakened in {where}: {code(o.text)} → {code(n.text)} (the bound was relaxed)."
         return _issue("assertion-weakened", HIGH, 0.75, msg, fn, n.line, basis)
-    if moved == 0 and o.shape == n.shape and o.literals != n.literals:
+    if moved == 0 and o.shape == n.shape and o.literals != n.literals and not _more_specific(o, n):
         return _value_changed(o, n, fn, prod)
     return None
+
+
+def _more_specific(o: ck.Check, n: ck.Check) -> bool:
+    """``"ok" in out`` → ``"ok: 3 files" in out``: a partial check on a longer string demands more."""
+    if o.strength > st.PARTIAL:
+        return False
+    changed = [(a, b) for a, b in zip(o.literals, n.literals, strict=True) if a != b]
+    return all(a[:1] in "'\"" and b[:1] in "'\"" and a[1:-1] in b[1:-1] for a, b in changed)
 
 
 def _judge_raises(o: ck.Check, n: ck.Check, fn: TestFunction, prod: ProductionFacts) -> Issue | None:

@@ -87,9 +87,8 @@ def _snake(name: str) -> str:
     return out.strip("_")
 
 
-def parse_module(path: str, text: str, collection: Collection) -> TestModule:
-    """Raises ``SyntaxError`` (or ``ValueError`` for NUL bytes) when the file does not parse."""
-    tree = ast.parse(text, filename=path)
+def parse_module(path: str, tree: ast.Module, collection: Collection) -> TestModule:
+    """The facts of a parsed test file (see ``analysis`` for files that do not parse)."""
     module = TestModule(path, collection.collects_file(path))
     module_markers = pytestmark(tree.body, "module") + module_skips(tree.body)
     helpers = _helpers(tree.body)
@@ -139,9 +138,9 @@ def _function(node, path, classes, inherited_markers, helpers) -> TestFunction:
     walker = _Walker(fn, helpers)
     walker.block(body, None, False)
     fn.early_returns = [r for r in walker.returns if any(c.line > r.line for c in fn.checks)]
-    checked = set().union(*(c.idents for c in fn.checks)) if fn.checks else set()
+    compared = set().union(*(c.operands for c in fn.checks)) if fn.checks else set()
     for name, values in walker.assigned.items():
-        if len(values) == 1 and name in checked and (e := ck.expectation(name, values[0])):
+        if len(values) == 1 and name in compared and (e := ck.expectation(name, values[0])):
             fn.expectations.append(e)
     return fn
 
