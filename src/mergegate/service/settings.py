@@ -36,7 +36,7 @@ class ServerSettings:
     #: How long post-receive waits for its push to be handled, to print the change number.
     hook_wait_s: float = 10.0
     #: How often the event worker looks for work written by other processes.
-    worker_poll_s: float = 0.2
+    worker_poll_s: float = 0.1
     extra: dict = field(default_factory=dict)
 
     @property

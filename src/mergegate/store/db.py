@@ -107,12 +107,15 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """A read-only transaction (never committed)."""
+        """A read-only transaction (never committed).
+
+        Closed, not rolled back, at the end: a rollback would expire the loaded rows, and
+        callers use them after the block (closing still ends the transaction).
+        """
         session = Session(self.engine, expire_on_commit=False)
         try:
             yield session
         finally:
-            session.rollback()
             session.close()
 
     def write_connection(self):

@@ -208,7 +208,8 @@ def post_receive(ctx: HookContext, updates: list[RefUpdate]) -> int:
 
     if not updates:
         return 0
-    db = Database(ctx.database_url, pooled=False)
+    # Pooled: the wait loop below reads many times, and this process is short-lived anyway.
+    db = Database(ctx.database_url)
     try:
         payload = {
             "repo": ctx.repo,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from sqlalchemy import select
 
@@ -27,6 +29,17 @@ def verify_audit(request: Request, actor: CurrentActor):
     return AuditVerifyOut(
         ok=report.ok, entries=report.entries, head=report.head, bad_entry=report.bad_line, reason=report.reason
     )
+
+
+@router.get("/audit")
+def recent_audit(
+    request: Request, actor: CurrentActor, action: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    """The newest audit entries (optionally one ``action``, e.g. ``push.refused``). Admins only."""
+    db = request.app.state.server.db
+    require(db, actor, Permission.MANAGE_PRINCIPALS, action="audit.read")
+    with db.read() as session:
+        return audit_db.recent(session, action=action, limit=max(1, min(limit, 1000)))
 
 
 @router.get("/events", response_model=list[EventOut])
