@@ -7,7 +7,8 @@ from rich.console import Console
 
 from mergegate.cli.exit_codes import ExitCode
 
-err = Console(stderr=True)
+# soft_wrap: never break a message (paths, "line N") across lines when piped to a log.
+err = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: ExitCode = ExitCode.USAGE) -> typer.Exit:
