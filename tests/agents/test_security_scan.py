@@ -209,11 +209,14 @@ def test_base_unparseable_only_touched_lines_count(repo: RepoBuilder) -> None:
     assert "2 pre-existing finding(s) in changed files, not blocking" in result.notes
 
 
-def test_assert_in_tests_is_info(repo: RepoBuilder) -> None:
-    repo.base({"tests/test_a.py": "def test_a():\n    pass\n"})
-    repo.change({"tests/test_a.py": "def test_a():\n    assert 1 + 1 == 2\n"})
+def test_assert_is_reported_in_production_code_but_not_in_tests(repo: RepoBuilder) -> None:
+    repo.base({"tests/test_a.py": "def test_a():\n    pass\n", "app.py": "X = 1\n"})
+    repo.change(
+        {"tests/test_a.py": "def test_a():\n    assert 1 + 1 == 2\n", "app.py": "X = 1\n\n\ndef f(x):\n    assert x\n"}
+    )
     result, _ = run(repo)
-    assert rules(result) == [("B101", 2, Severity.INFO)]
+    assert [(rule, line) for rule, line, _ in rules(result)] == [("B101", 5)]
+    assert result.findings[0].path == "app.py"
 
 
 def test_non_python_files_are_listed_and_only_them_skips(repo: RepoBuilder) -> None:

@@ -610,7 +610,11 @@ class SecurityScan:
                 ctx.change.file(f.path),
             )
             pre_existing += old
-            findings += [self._finding(refine(r, head_src, head_src.scope(r.line)), head_src, ctx) for r in new]
+            findings += [
+                self._finding(refine(r, head_src, head_src.scope(r.line)), head_src, ctx)
+                for r in new
+                if not (r.rule == "B101" and ctx.is_test_path(f.path))  # asserts are how tests work
+            ]
 
         if head_errors:
             for path, reason in sorted(head_errors.items()):
@@ -622,13 +626,10 @@ class SecurityScan:
 
     def _finding(self, r: RawFinding, src: SourceMap, ctx: AgentContext) -> Finding:
         rule, code, scope = match_key(r, src)
-        severity = r.severity
-        if rule == "B101" and ctx.is_test_path(r.path):
-            severity = Severity.INFO  # asserts are how tests work
         return Finding(
             agent=self.name,
             rule=rule,
-            severity=severity,
+            severity=r.severity,
             confidence=r.confidence,
             message=r.message,
             category=Category.SECURITY,

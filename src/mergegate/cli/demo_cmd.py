@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -9,8 +8,7 @@ import typer
 from rich.console import Console
 
 from mergegate.cli.check_cmd import LiveProgress, Require, exit_code
-from mergegate.cli.console import err
-from mergegate.cli.exit_codes import ExitCode
+from mergegate.cli.console import err, fail
 from mergegate.core.routing import Action
 from mergegate.report.text_format import build
 from mergegate.service.check import default_audit_path, run_check
@@ -20,7 +18,9 @@ from mergegate.vcs.git import GitRepo
 
 
 def demo(
-    keep: Path | None = typer.Option(None, "--keep", help="Build the demo repository here and keep it."),
+    where: Path | None = typer.Option(
+        None, "--dir", help="Build the demo repository here (must be empty). Default: a new temporary directory."
+    ),
 ) -> None:
     """Build a demo repository with an agent-written change and check it.
 
@@ -28,9 +28,9 @@ def demo(
     to relax .mergegate.yml. Exit 0 when mergegate blocks it, as it should; 1 if not.
     """
     out = Console()
-    workdir = keep or Path(tempfile.mkdtemp(prefix="mergegate-demo-")) / "repo"
-    if keep and keep.exists() and any(keep.iterdir()):
-        raise typer.Exit(int(ExitCode.USAGE)) from err.print(f"[red]error:[/] {keep} is not empty")
+    if where and where.exists() and any(where.iterdir()):
+        raise fail(f"{where} is not empty")
+    workdir = where or Path(tempfile.mkdtemp(prefix="mergegate-demo-")) / "repo"
     base, head = build_demo_repo(workdir)
     out.rule("[bold]mergegate demo")
     out.print(
@@ -55,9 +55,5 @@ def demo(
         f"Audit log: {audit.path}  (verify: mergegate audit verify {audit.path})\n"
         f"Try a format: mergegate check --repo {workdir} --base {base} --head {head} --format markdown"
     )
-    if not keep:
-        out.print("[dim](pass --keep DIR to keep the demo repository)[/]")
     blocked = report.decision.action in (Action.BLOCK_SECURITY, Action.REJECT)
-    if not keep:
-        shutil.rmtree(workdir.parent, ignore_errors=True)
     raise typer.Exit(0 if blocked else 1)
