@@ -4,8 +4,10 @@ sends it (admins and admin-role agents included). Runs on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -78,6 +80,34 @@ def test_clone_needs_a_valid_token(server: GateServer, repo, tokens, tmp_path):
     )
     assert good.returncode == 0, good.stderr
     assert "refs/heads/main" in good.stdout
+
+
+def test_only_the_smart_protocol_is_served(server: GateServer, repo, tokens):
+    """The dumb protocol would hand out raw files (config, hidden refs): never served."""
+    with server.client() as api:
+        auth = ("bot", tokens["bot"])
+        for path in ("HEAD", "config", "info/refs", "objects/info/packs", "hooks/pre-receive"):
+            r = api.get(f"/git/{repo}.git/{path}", auth=auth)
+            assert r.status_code in (400, 404), (path, r.status_code)
+            assert "smart HTTP only" in r.text
+        r = api.get(f"/git/{repo}.git/info/refs", params={"service": "git-upload-pack"}, auth=auth)
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "application/x-git-upload-pack-advertisement"
+
+
+def test_a_large_push_streams_through_and_clones_back(server: GateServer, repo, clone, tmp_path):
+    """Over 1 MiB git sends the pack chunked, without Content-Length: streamed to git as is."""
+    w = clone("dana")
+    w.git("checkout", "-q", "-b", "feature/big")
+    blob = os.urandom(6 * 1024 * 1024).hex()  # 12 MB of incompressible text
+    sha = w.commit({"big.txt": blob}, "A big file")
+    push = w.push("feature/big")
+    assert push.returncode == 0, push.stderr
+    assert opened(push.stderr)
+    assert bare_ref(server.bare(repo), "refs/heads/feature/big") == sha
+    again = clone("mo", "big")
+    again.git("checkout", "-q", "feature/big")
+    assert (again.path / "big.txt").read_text() == blob
 
 
 def test_unknown_repository_is_404(server: GateServer, tokens, tmp_path):
@@ -335,6 +365,29 @@ def test_an_invalid_policy_fails_closed(server: GateServer, tokens, tmp_path):
     fix = w.push("HEAD:refs/for/main")
     assert fix.returncode == 0, fix.stderr
     assert opened(fix.stderr)
+
+
+def test_concurrent_pushes_each_get_their_change(server: GateServer, repo, clone):
+    workdirs = []
+    for i in range(6):
+        w = clone("bot" if i % 2 else "dana", f"conc{i}")
+        w.commit({f"conc{i}.txt": f"{i}\n"}, f"Concurrent {i}")
+        workdirs.append((w, f"HEAD:refs/heads/feature/conc{i}" if i < 3 else "HEAD:refs/for/main"))
+    with ThreadPoolExecutor(len(workdirs)) as pool:
+        pushes = list(pool.map(lambda wa: wa[0].push(wa[1]), workdirs))
+    for push in pushes:
+        # Two pushes to refs/for/main at the same instant may collide on the ref lock;
+        # git reports it and the client retries. Everything that landed must be a change.
+        assert push.returncode == 0 or "failed to update ref" in push.stderr or "lock" in push.stderr, push.stderr
+    server.wait_idle()
+    landed = [w.git("rev-parse", "HEAD") for (w, _), p in zip(workdirs, pushes, strict=True) if p.returncode == 0]
+    heads = {c["head_sha"] for c in server.changes(repo)}
+    assert set(landed) <= heads
+    assert len([p for p in pushes if p.returncode == 0]) >= 4
+    refs = bare_refs(server.bare(repo))
+    assert not [r for r in refs if r.startswith(("refs/for/", "refs/mergegate/"))], refs
+    with server.admin() as api:
+        assert api.get("/api/audit/verify").json()["ok"]
 
 
 # -- comments and the audit chain -------------------------------------------------------------

@@ -322,6 +322,8 @@ def get_change(db: Database, number: int) -> dict[str, Any]:
 
 def comment(db: Database, actor: Actor, number: int, body: str) -> dict[str, Any]:
     require(db, actor, Permission.COMMENT, action="change.comment", details={"change": number})
+    if actor.principal_id is None:
+        raise Invalid("the local operator cannot comment; use a principal's token")
     if not body.strip():
         raise Invalid("the comment is empty")
     if len(body) > MAX_COMMENT:
