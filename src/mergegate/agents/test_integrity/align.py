@@ -39,7 +39,10 @@ class Alignment:
 def _ratio(a: Check, b: Check) -> float:
     if a.shape == b.shape:
         return 1.0
-    return SequenceMatcher(None, a.text, b.text, autojunk=False).ratio()
+    matcher = SequenceMatcher(None, a.text, b.text, autojunk=False)
+    if matcher.real_quick_ratio() < EDIT_SIMILARITY or matcher.quick_ratio() < EDIT_SIMILARITY:
+        return 0.0
+    return matcher.ratio()
 
 
 def _pair_by_similarity(old: list[Check], new: list[Check], out: Alignment) -> tuple[list[Check], list[Check]]:

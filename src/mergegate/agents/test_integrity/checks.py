@@ -75,12 +75,31 @@ class Check:
         return 1 if looser else -1
 
 
+#: Deprecated unittest aliases: renaming one to the other is no edit.
+_ALIASES = {
+    "assertEquals": "assertEqual",
+    "failUnlessEqual": "assertEqual",
+    "assertNotEquals": "assertNotEqual",
+    "failIfEqual": "assertNotEqual",
+    "assertAlmostEquals": "assertAlmostEqual",
+    "assertNotAlmostEquals": "assertNotAlmostEqual",
+    "assertItemsEqual": "assertCountEqual",
+    "assertRegexpMatches": "assertRegex",
+    "assertRaisesRegexp": "assertRaisesRegex",
+    "assert_": "assertTrue",
+    "failUnless": "assertTrue",
+    "failIf": "assertFalse",
+}
+
+
 class _Normalise(ast.NodeTransformer):
     """Drop failure messages and tolerance arguments: they are not what a check checks."""
 
     def visit_Call(self, node: ast.Call) -> ast.Call:
         self.generic_visit(node)
         name = call_name(node)
+        if name in _ALIASES and isinstance(node.func, ast.Attribute):
+            node.func.attr = _ALIASES[name]
         drop = set(_MESSAGE_KWARGS)
         if name in TOLERANCE_CALLS:
             drop |= TOLERANCE_KWARGS
@@ -122,10 +141,11 @@ def _idents(node: ast.AST) -> frozenset[str]:
 
 def make_check(kind: str, node: ast.AST, text: str, strength: float, line: int, **extra) -> Check:
     """Build a check from the AST ``node`` whose normalised form identifies it."""
-    normal = _Normalise().visit(copy.deepcopy(node))
+    normal = _Normalise().visit(_copy(node))
     key = ast.unparse(normal)
+    idents = _idents(normal)
     shaper = _Shape()
-    shape = ast.unparse(shaper.visit(copy.deepcopy(normal)))
+    shape = ast.unparse(shaper.visit(normal))  # in place: ``normal`` is not needed any more
     return Check(
         kind=kind,
         text=text,
@@ -135,9 +155,17 @@ def make_check(kind: str, node: ast.AST, text: str, strength: float, line: int, 
         strength=strength,
         line=line,
         tolerance=tolerance_of(node),
-        idents=_idents(normal),
+        idents=idents,
         **extra,
     )
+
+
+def _copy(node: ast.AST) -> ast.AST:
+    """A private copy to transform; re-parsing is much faster than ``copy.deepcopy`` of an AST."""
+    try:
+        return ast.parse(ast.unparse(node), mode="eval").body
+    except SyntaxError:  # pragma: no cover - unparse output always parses
+        return copy.deepcopy(node)
 
 
 def assert_check(stmt: ast.Assert, swallowed: str | None, results: dict[str, ast.expr] | None = None) -> Check:

@@ -5,14 +5,17 @@ most to the least certain evidence:
 
 1. the same qualified name (``Class.test``) in the same file (following a file rename);
 2. the same qualified name in another changed test file, when unique (a moved test);
-3. a similar body (a renamed test, possibly renamed out of collection), accepting only
-   head functions that are new, so an existing helper is never mistaken for a test.
+3. the same body, then a similar body (a renamed test, possibly renamed out of
+   collection), accepting only head functions that are new, so an existing helper is
+   never mistaken for a test. Bodies are compared token by token, and only against the
+   few candidates sharing most tokens, so that renaming hundreds of tests stays fast.
 
 What is left is deleted (base) or added (head).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
@@ -22,6 +25,9 @@ from mergegate.agents.test_integrity.extract import TestFunction, TestModule
 #: How alike two bodies must be to call one a rename of the other; less with a similar name.
 SIMILAR_BODY = 0.75
 SIMILAR_BODY_AND_NAME = 0.6
+#: Candidates compared in full per deleted test, after a cheap token-set filter.
+SHORTLIST, SHORTLIST_JACCARD = 5, 0.4
+_TOKEN = re.compile(r"\w+|[^\w\s]")
 
 
 @dataclass
@@ -31,11 +37,26 @@ class Matching:
     added: list[TestFunction] = field(default_factory=list)
 
 
-def similarity(a: str, b: str) -> float:
+def _tokens(fn: TestFunction) -> list[str]:
+    return _TOKEN.findall(fn.body)
+
+
+def similarity(a: list[str], b: list[str]) -> float:
+    """How alike two bodies are, token by token (0..1)."""
     matcher = SequenceMatcher(None, a, b, autojunk=False)
     if matcher.real_quick_ratio() < SIMILAR_BODY_AND_NAME or matcher.quick_ratio() < SIMILAR_BODY_AND_NAME:
         return 0.0
     return matcher.ratio()
+
+
+def _shortlist(test: set[str], candidates: dict[tuple[str, str], set[str]]) -> list[tuple[str, str]]:
+    """The few candidates sharing most tokens with ``test``: keeps a mass rename linear-ish."""
+    scored = []
+    for key, tokens in candidates.items():
+        union = len(test | tokens)
+        if union and len(test & tokens) / union >= SHORTLIST_JACCARD:
+            scored.append((len(test & tokens) / union, key))
+    return [key for _, key in sorted(scored, reverse=True)[:SHORTLIST]]
 
 
 def match_tests(base: Iterable[TestModule], head: Iterable[TestModule], renamed: dict[str, str]) -> Matching:
@@ -68,10 +89,28 @@ def match_tests(base: Iterable[TestModule], head: Iterable[TestModule], renamed:
         else:
             still.append(test)
 
-    scored = []  # 3. similar body
+    # 3a. the very same body under another name (a plain rename): no need to compare further.
+    by_body: dict[str, list[tuple[str, str]]] = {}
+    for key, fn in candidates().items():
+        by_body.setdefault(fn.body, []).append(key)
+    pending, still = still, []
+    for test in pending:
+        same = [k for k in by_body.get(test.body, []) if k not in used]
+        if len(same) == 1 and test.body:
+            result.pairs.append((test, head_by_key[same[0]]))
+            used.add(same[0])
+        else:
+            still.append(test)
+
+    scored = []  # 3b. a similar body
+    pool = candidates()
+    token_lists = {key: _tokens(fn) for key, fn in pool.items()}
+    token_sets = {key: set(tokens) for key, tokens in token_lists.items()}
     for test in still:
-        for key, fn in candidates().items():
-            body = similarity(test.body, fn.body)
+        mine = _tokens(test)
+        for key in _shortlist(set(mine), token_sets):
+            fn = pool[key]
+            body = similarity(mine, token_lists[key])
             name = SequenceMatcher(None, test.name, fn.name).ratio()
             if body >= SIMILAR_BODY or (body >= SIMILAR_BODY_AND_NAME and name >= 0.5):
                 scored.append((body + 0.1 * name, test, key))
