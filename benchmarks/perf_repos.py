@@ -35,7 +35,7 @@ SDISTS = WORK / "sdists"
 REPOS = WORK / "repos"
 
 #: Bump when anything below changes, so cached repositories are rebuilt.
-RECIPE_VERSION = "4"
+RECIPE_VERSION = "5"
 
 LIBRARY = "wcwidth"
 HISTORY = ("0.2.6", "0.2.7", "0.2.8")  # commits on main, oldest first
@@ -44,12 +44,14 @@ CHANGED_FILE = "wcwidth/wcwidth.py"
 LARGE_EXTRA = ("Django", "5.0.6", "third_party/django")
 
 #: The test command the test-coverage agent runs, identical in both repositories.
-#: ``-o addopts=`` drops wcwidth's tox.ini addopts (pytest-cov flags for a plugin we do
-#: not install). ``test_null_width_0`` is deselected because 0.2.9 regenerated the
-#: zero-width table together with this module; with the one-file change alone that
-#: test fails, and the benchmark measures the common, passing path.
+#: ``python -m`` puts the tree's root on ``sys.path``: wcwidth's tests import the package
+#: from there (tox would have installed it). ``-o addopts=`` drops wcwidth's tox.ini
+#: addopts (pytest-cov flags for a plugin we do not install). ``test_null_width_0`` is
+#: deselected because 0.2.9 regenerated the zero-width table together with this module;
+#: with the one-file change alone that test fails, and the benchmark measures the
+#: common, passing path.
 TEST_COMMAND = (
-    "pytest -q -p no:cacheprovider -o addopts= tests/test_core.py tests/test_ucslevel.py"
+    "python -m pytest -q -o addopts= tests/test_core.py tests/test_ucslevel.py"
     " --deselect tests/test_core.py::test_null_width_0"
 )
 

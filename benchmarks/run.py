@@ -126,6 +126,15 @@ def measure(repos: list[BenchRepo], agents: list[str], reps: int, seed: int) -> 
     return results
 
 
+def phase_breakdown(repo: str, incremental: bool) -> dict:
+    """One instrumented check (``breakdown.py``) in its own process: where the time goes."""
+    cmd = [sys.executable, str(Path(__file__).with_name("breakdown.py")), repo, "--json"]
+    proc = subprocess.run([*cmd, *(["--incremental"] if incremental else [])], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"breakdown.py {repo} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout)
+
+
 # -- statistics ------------------------------------------------------------------------
 
 
@@ -190,7 +199,43 @@ def _verdict(value: float, target: float) -> str:
     return f"**{value:.2f}** ≤ {target:.2f} ✅" if value <= target else f"**{value:.2f}** > {target:.2f} ❌ (missed)"
 
 
-def render(results: dict[str, RepoResult], agents: list[str], reps: int, startup: float, load: tuple) -> str:
+def render_breakdown(small: dict, large: dict) -> list[str]:
+    lines = [
+        "",
+        "### Where the time goes",
+        "",
+        "One instrumented check per repository (`benchmarks/breakdown.py`, all agents, in-process): "
+        "the phases that do file-system, git or sandbox work, summed over the threads they ran in "
+        "(agents overlap, so the phases add up to more than the wall time).",
+        "",
+        f"| phase | small ({small['files']} files) | large ({large['files']} files) |",
+        "|---|---:|---:|",
+        f"| **whole `run_check`** | **{small['wall_s']:.2f} s** | **{large['wall_s']:.2f} s** |",
+    ]
+    small_phases = {p["phase"]: p["total_s"] for p in small["phases"]}
+    for phase in large["phases"]:
+        name = phase["phase"]
+        lines.append(f"| {name} | {small_phases.get(name, 0.0):.2f} s | {phase['total_s']:.2f} s |")
+    small_agents = {a["name"]: a["duration_s"] for a in small["agents"]}
+    for agent in large["agents"]:
+        name = agent["name"]
+        lines.append(
+            f"| agent `{name}` (its own duration) | {small_agents.get(name, 0.0):.2f} s | {agent['duration_s']:.2f} s |"
+        )
+    if inc := large.get("incremental"):
+        lines += [
+            "",
+            f"For comparison, on the large repository: a full export of the tree with git took "
+            f"{inc['full_export_s']:.2f} s here, while updating an existing export from `main` to `change` "
+            f"with its own index (`git read-tree -m -u main change`) took {inc['update_s']:.3f} s. "
+            "That is a measurement of a proposed design, not of what mergegate does today.",
+        ]
+    return lines
+
+
+def render(
+    results: dict[str, RepoResult], agents: list[str], reps: int, startup: float, load: tuple, phases: tuple | None
+) -> str:
     small, large = results["small"], results["large"]
     s, lg = summarise(small, agents), summarise(large, agents)
     extra, extra_version, extra_where = LARGE_EXTRA
@@ -199,6 +244,15 @@ def render(results: dict[str, RepoResult], agents: list[str], reps: int, startup
         f"{os.cpu_count()} CPUs (`nproc` {len(os.sched_getaffinity(0))}) · Python {platform.python_version()} · "
         f"{platform.system()} {platform.release()} · 1-min load average {load[0]:.2f} before, {load[1]:.2f} after",
         "",
+        *(
+            [
+                f"**Warning:** the load average exceeded the {os.cpu_count()} CPUs during this run (other work "
+                "on the machine); the seconds below are inflated and noisier than usual.",
+                "",
+            ]
+            if max(load) > (os.cpu_count() or 1)
+            else []
+        ),
         f"mergegate {_mergegate_commit()} · agents: {', '.join(f'`{a}`' for a in agents)} · {_tool_versions()}",
         "",
         f"Repositories: **small** = wcwidth ({small.repo.files} files), **large** = the same plus "
@@ -239,6 +293,8 @@ def render(results: dict[str, RepoResult], agents: list[str], reps: int, startup
         }
         statuses = sorted({smp.agents[agent][0] for r in results.values() for smp in r.samples[PARALLEL]})
         lines.append(f"| `{agent}` | {durations['small']:.2f} s | {durations['large']:.2f} s | {', '.join(statuses)} |")
+    if phases:
+        lines += render_breakdown(*phases)
     issues = problems(results)
     if issues:
         lines += ["", "**Not every agent run finished normally** (these timings are suspect):", ""]
@@ -262,6 +318,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, help="repetitions (default 5, or 2 with --quick)")
     parser.add_argument("--write", action="store_true", help=f"update {DOC.relative_to(ROOT)}")
     parser.add_argument("--seed", type=int, default=1, help="seed for the order of the checks")
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the instrumented per-phase checks")
     args = parser.parse_args()
     reps = args.runs or (2 if args.quick else 5)
 
@@ -273,8 +330,13 @@ def main() -> None:
     startup = startup_s(5)
     started = time.monotonic()
     results = measure(repos, agents, reps, args.seed)
+    load_after = os.getloadavg()[0]
+    phases = None
+    if not args.no_breakdown:
+        print("  instrumented checks (breakdown.py)", file=sys.stderr)
+        phases = (phase_breakdown("small", False), phase_breakdown("large", True))
     print(f"measured in {time.monotonic() - started:.0f} s", file=sys.stderr)
-    table = render(results, agents, reps, startup, (load_before, os.getloadavg()[0]))
+    table = render(results, agents, reps, startup, (load_before, load_after), phases)
     print(table)
     if args.write:
         write_doc(table)
