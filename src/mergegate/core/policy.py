@@ -168,6 +168,19 @@ def _branch_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(table.get(part, re.escape(part)) for part in parts))
 
 
+class RuntimeSettings(_Strict):
+    """The agent runtime (the ``runtime:`` section): what only the base branch may enable.
+
+    Runtime agents themselves are declared under ``agents:`` (validated by
+    ``mergegate.runtime.agent_spec``).
+    """
+
+    #: Lets an agent declare ``sandbox: danger-full-access`` (writable .git, no protected paths).
+    allow_danger_full_access: bool = False
+    #: Paths read-only for every runtime agent, on top of .git, the policy, CODEOWNERS and CI config.
+    protected_paths: tuple[str, ...] = ()
+
+
 class Policy(_Strict):
     version: int = Field(1, ge=1, le=1)
     mode: Mode = Mode.ENFORCE
@@ -180,6 +193,7 @@ class Policy(_Strict):
     tests: TestsConfig = TestsConfig()
     agents: dict[str, AgentSettings] = Field(default_factory=dict)
     gate: GateRules = GateRules()
+    runtime: RuntimeSettings = RuntimeSettings()
 
     def agent(self, name: str) -> AgentSettings:
         return self.agents.get(name) or AgentSettings()
