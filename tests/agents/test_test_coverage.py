@@ -156,6 +156,17 @@ def test_diff_coverage_above_the_threshold_only_lists_the_lines(calc):
     assert any("diff coverage: 83% (5/6" in n for n in result.notes)
 
 
+def test_docs_and_packaging_code_is_not_held_to_diff_coverage(calc):
+    _, result = run_agent(
+        calc,
+        "docs-only",
+        {"docs/conf.py": "project = 'calc'\nextensions = []\n", "setup.py": "from setuptools import setup\n"},
+    )
+    assert result.status is AgentStatus.OK, result.detail
+    assert result.findings == ()
+    assert any("no changed non-test Python lines" in n for n in result.notes)
+
+
 def test_failing_test_is_a_high_finding_naming_the_test_and_the_repo_frame(calc):
     broken = "def add(a, b):\n    if a == 1:\n        raise ValueError('one is not supported')\n    return a + b\n"
     report, result = run_agent(calc, "failing", {"src/calc/ops.py": broken})
@@ -387,6 +398,7 @@ def test_setup_builds_a_cached_environment_used_by_later_runs(repo, tmp_path, mo
     assert list(cache.glob(".build-*")) == []
 
 
+@pytest.mark.slow
 def test_failing_setup_is_an_error_with_its_output(repo, tmp_path, monkeypatch):
     monkeypatch.setenv("MERGEGATE_CACHE_DIR", str(tmp_path / "cache"))
     setup = "echo 'cannot build calc' >&2 && exit 7"

@@ -37,10 +37,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from mergegate.agents.base import AgentContext, AgentOutput, AgentSkipped
 from mergegate.core.change import ChangedFile
 from mergegate.core.finding import Category, Finding, make_fingerprint
+from mergegate.core.globs import match_any
 from mergegate.core.policy import TestsConfig
 from mergegate.core.severity import Severity
 from mergegate.runtime.testenv import TestEnvironment, prepare_environment
-from mergegate.runtime.testrun import CoverageReport, Layout, TestCase, TestRun, collect_coverage, run_tests
+from mergegate.runtime.testrun import (
+    CoverageReport,
+    FileCoverage,
+    Layout,
+    TestCase,
+    TestRun,
+    collect_coverage,
+    run_tests,
+)
 
 NAME = "test-coverage"
 
@@ -62,6 +71,9 @@ class Options(BaseModel):
     min_diff_coverage: float = Field(0.8, ge=0.0, le=1.0)
     #: Re-run failing tests once; those that pass are reported as flaky (never as passing).
     rerun_failures: bool = False
+    #: Changed files not held to diff coverage (globs), besides the policy's test_paths:
+    #: packaging and documentation code that no test is expected to import.
+    exclude: tuple[str, ...] = ("setup.py", "noxfile.py", "docs/**", "doc/**")
 
 
 @dataclass(frozen=True)
@@ -85,7 +97,7 @@ class DiffCoverage:
         return self.covered / self.total if self.total else None
 
 
-def diff_coverage(files: list[ChangedFile], report: dict) -> DiffCoverage:
+def diff_coverage(files: list[ChangedFile], report: dict[str, FileCoverage]) -> DiffCoverage:
     changed: dict[str, frozenset[int]] = {}
     uncovered: dict[str, frozenset[int]] = {}
     unmeasured = []
@@ -171,7 +183,11 @@ class TestCoverage:
             findings, flaky = await self._rerun(ctx, run, layout, env, tree, findings)
             notes.append(f"re-ran the failures once: {flaky} passed the second time (reported as flaky)")
 
-        sources = [f for f in ctx.head_files(".py") if f.added_lines and not ctx.is_test_path(f.path)]
+        sources = [
+            f
+            for f in ctx.head_files(".py")
+            if f.added_lines and not ctx.is_test_path(f.path) and match_any(opts.exclude, f.path) is None
+        ]
         confidence = 1.0
         if sources:
             report = await collect_coverage(sandbox, layout, env, [f.path for f in sources])

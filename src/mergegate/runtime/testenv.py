@@ -61,8 +61,8 @@ DEPENDENCY_GLOBS = (
     "constraints*.txt",
 )
 
-#: Installed into every setup-built venv first, so the tests can run under coverage.
-BASE_PACKAGES = ("coverage>=7.4", "pytest>=8.0")
+#: (module, requirement) installed into a setup-built venv unless the setup step did.
+BASE_PACKAGES = (("coverage", "coverage>=7"), ("pytest", "pytest"))
 
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 READY = "ready.json"
@@ -133,7 +133,7 @@ def environment_key(tree: Path, setup: str, repo_id: str) -> str:
     feed("layout", CACHE_LAYOUT.encode())
     feed("setup", setup.encode())
     feed("python", f"{sys.version}|{platform.machine()}|{Path(sys.executable).resolve()}".encode())
-    feed("base-packages", " ".join(BASE_PACKAGES).encode())
+    feed("base-packages", repr(BASE_PACKAGES).encode())
     feed("repo", repo_id.encode())
     for path in dependency_files(tree):
         feed(path.relative_to(tree).as_posix(), path.read_bytes())
@@ -145,15 +145,17 @@ def _tail(text: str, lines: int = 15, chars: int = 1500) -> str:
 
 
 def _setup_script(setup: str, env_dir: Path) -> str:
+    """Create the venv, run the project's setup, then add coverage/pytest if still missing.
+
+    The project's own setup goes first so that its pinned pytest (and coverage) win;
+    ours are only installed when it did not bring them.
+    """
     python = shlex.quote(str(env_dir / "bin" / "python"))
-    return (
-        "set -e\n"
-        f"{shlex.quote(sys.executable)} -m venv {shlex.quote(str(env_dir))}\n"
-        f"{python} -m pip install --quiet {shlex.join(BASE_PACKAGES)}\n"
-        f"{setup}\n"
-        # The setup step may have replaced packages; the tests still need these two.
-        f"{python} -c 'import coverage, pytest'\n"
+    ensure = "".join(
+        f"{python} -c 'import {module}' 2>/dev/null || {python} -m pip install --quiet {shlex.quote(spec)}\n"
+        for module, spec in BASE_PACKAGES
     )
+    return f"set -e\n{shlex.quote(sys.executable)} -m venv {shlex.quote(str(env_dir))}\n{setup}\n{ensure}"
 
 
 def _venv(env_dir: Path, host_dir: Path, description: str, setup_ran: bool) -> TestEnvironment:
