@@ -222,6 +222,12 @@ def render_breakdown(small: dict, large: dict) -> list[str]:
         lines.append(
             f"| agent `{name}` (its own duration) | {small_agents.get(name, 0.0):.2f} s | {agent['duration_s']:.2f} s |"
         )
+    growth = sorted(
+        ((p["total_s"] - small_phases.get(p["phase"], 0.0), p["phase"]) for p in large["phases"]), reverse=True
+    )
+    grown = [f"{name} (+{extra:.1f} s)" for extra, name in growth[:4] if extra >= 0.5]
+    if grown:
+        lines += ["", "The phases that grow with the repository's size: " + "; ".join(grown) + "."]
     if inc := large.get("incremental"):
         lines += [
             "",
