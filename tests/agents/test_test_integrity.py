@@ -806,6 +806,59 @@ WEAKENING = [
         "not moved or renamed",
     ),
     case(
+        "assertions-in-dead-code",
+        """
+        def test_add():
+            assert add(2, 2) == 4
+        ---
+        def test_add():
+            if False:
+                assert add(2, 2) == 4
+        """,
+        "assertion-removed",
+        "high",
+        "assert add(2, 2) == 4",
+        "no longer checks anything",
+    ),
+    case(
+        "autouse-fixture-skips",
+        """
+        def test_add():
+            assert add(2, 2) == 4
+        ---
+        @pytest.fixture(autouse=True)
+        def _environment():
+            pytest.skip('not today')
+
+
+        def test_add():
+            assert add(2, 2) == 4
+        """,
+        "skip-added",
+        "high",
+        "_environment: pytest.skip('not today')",
+        "every test in the module",
+    ),
+    case(
+        "setUp-skips",
+        """
+        class TestAdd(unittest.TestCase):
+            def test_add(self):
+                self.assertEqual(add(2, 2), 4)
+        ---
+        class TestAdd(unittest.TestCase):
+            def setUp(self):
+                self.skipTest('later')
+
+            def test_add(self):
+                self.assertEqual(add(2, 2), 4)
+        """,
+        "skip-added",
+        "high",
+        "setUp: self.skipTest('later')",
+        "every test in the class",
+    ),
+    case(
         "shadowed-by-redefinition",
         """
         def test_add():
@@ -1364,6 +1417,88 @@ def test_deleted_with_the_code_it_tests_is_low(repo):
     (hit,) = [f for f in found if f.rule == "test-deleted"]
     assert hit.severity is Severity.LOW
     assert "`find`" in hit.message and "app/calc.py" in hit.message
+
+
+# -- what decides which tests run, outside the tests ------------------------------------------------
+
+HOOK = """\
+def pytest_collection_modifyitems(config, items):
+    items[:] = [item for item in items if "users" not in item.nodeid]
+"""
+
+
+@pytest.mark.parametrize(
+    ("base", "head", "rule", "severity", "quoted"),
+    [
+        pytest.param(
+            {},
+            {"tests/conftest.py": HOOK},
+            "pytest-hook-changed",
+            "high",
+            "pytest_collection_modifyitems",
+            id="deselecting-hook",
+        ),
+        pytest.param(
+            {"tests/conftest.py": "import pytest\n"},
+            {"tests/conftest.py": "import pytest\n\ncollect_ignore = ['test_users.py']\n"},
+            "collect-ignore-added",
+            "high",
+            "`test_users.py`",
+            id="collect-ignore",
+        ),
+        pytest.param(
+            {"pytest.ini": "[pytest]\naddopts = -ra\n"},
+            {"pytest.ini": "[pytest]\naddopts = -ra --deselect tests/test_calc.py::test_add\n"},
+            "pytest-config-changed",
+            "high",
+            "--deselect=tests/test_calc.py::test_add",
+            id="addopts-deselect",
+        ),
+        pytest.param(
+            {"pyproject.toml": "[tool.pytest.ini_options]\naddopts = '-ra'\n"},
+            {"pyproject.toml": "[tool.pytest.ini_options]\naddopts = '-ra -k \"not add\"'\n"},
+            "pytest-config-changed",
+            "high",
+            "-k=not add",
+            id="pyproject-k",
+        ),
+        pytest.param(
+            {"pytest.ini": "[pytest]\npython_files = test_*.py\n"},
+            {"pytest.ini": "[pytest]\npython_files = test_u*.py\n"},
+            "pytest-config-changed",
+            "high",
+            f"1 test file(s) stop running: `{TEST}`",
+            id="python-files-narrowed",
+        ),
+        pytest.param(
+            {},
+            {"pytest.ini": "[pytest]\ntestpaths = integration\n"},
+            "pytest-config-changed",
+            "high",
+            f"`{TEST}`",
+            id="testpaths-elsewhere",
+        ),
+    ],
+)
+def test_test_selection_changed_outside_the_tests(repo, base, head, rule, severity, quoted):
+    found = findings(repo, {TEST: src("def test_add():\n    assert add(2, 2) == 4\n"), **base}, head)
+    (hit,) = [f for f in found if f.rule == rule]
+    assert hit.severity == Severity(severity)
+    assert quoted in hit.message, hit.message
+
+
+def test_harmless_hook_and_options_are_not_flagged_above_low(repo):
+    hook = "def pytest_report_header(config):\n    return 'calc tests'\n"
+    ini = "[pytest]\naddopts = -ra --strict-markers -q\ntestpaths = tests\n"
+    found = findings(
+        repo,
+        {TEST: src("def test_add():\n    assert add(2, 2) == 4\n"), "pytest.ini": "[pytest]\naddopts = -ra\n"},
+        {"tests/conftest.py": hook, "pytest.ini": ini},
+    )
+    assert above_low(found) == []
+    assert "every existing test file is still collected" in next(
+        f.message for f in found if f.rule == "pytest-config-changed"
+    )
 
 
 # -- the unit under test mocked ------------------------------------------------------------------

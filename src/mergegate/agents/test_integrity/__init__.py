@@ -24,6 +24,7 @@ from mergegate.agents.test_integrity.analysis import Source, analyse
 from mergegate.agents.test_integrity.collection import CONFIG_FILES, parse_collection
 from mergegate.agents.test_integrity.issues import RULES, Issue
 from mergegate.agents.test_integrity.production import production_facts
+from mergegate.agents.test_integrity.suite import compare_config
 from mergegate.core.change import ChangedFile
 from mergegate.core.finding import Category, Finding, make_fingerprint
 from mergegate.core.severity import Severity
@@ -49,13 +50,18 @@ class TestIntegrity:
 
     def _run(self, ctx: AgentContext) -> AgentOutput:
         python = [f for f in ctx.change.files if not f.binary and _is_python(f)]
-        if not python:
-            raise AgentSkipped("no Python files changed")
+        configs = [f for f in ctx.change.files if f.path.rsplit("/", 1)[-1] in CONFIG_FILES and not f.binary]
+        if not python and not configs:
+            raise AgentSkipped("no Python files or pytest configuration changed")
         tests = [f for f in python if _is_test(ctx, f)]
         production = [f for f in python if not _is_test(ctx, f)]
         prod = production_facts([_sides(ctx, f) for f in production])
         collection = parse_collection(self._configs(ctx))
         result = analyse([_source(ctx, f) for f in tests], prod, collection)
+        for f in configs:  # a change to pytest's own settings can drop tests without touching one
+            base_text = ctx.base_text(f.base_path) if f.exists_at_base else None
+            head_text = ctx.head_text(f.path) if f.exists_at_head else None
+            result.issues += compare_config(f.path, base_text, head_text, lambda: _python_files(ctx))
         findings = [self._finding(i) for i in result.issues]
 
         notes = list(result.unparseable)
@@ -93,6 +99,12 @@ class TestIntegrity:
             line=issue.line,
             fingerprint=make_fingerprint(self.name, issue.rule, issue.path, issue.basis),
         )
+
+
+def _python_files(ctx: AgentContext) -> list[str]:
+    """Every Python file at head (only when pytest's collection rules changed)."""
+    listing = ctx.repo.git("ls-tree", "-r", "--name-only", ctx.change.head)
+    return [p for p in listing.splitlines() if p.endswith(".py")]
 
 
 def _is_python(f: ChangedFile) -> bool:

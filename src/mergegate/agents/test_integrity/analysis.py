@@ -18,6 +18,7 @@ from mergegate.agents.test_integrity.extract import TestFunction, TestModule, pa
 from mergegate.agents.test_integrity.issues import Issue
 from mergegate.agents.test_integrity.matching import match_tests
 from mergegate.agents.test_integrity.production import ProductionFacts
+from mergegate.agents.test_integrity.suite import compare_conftest
 from mergegate.core.severity import Severity
 
 HIGH, LOW, INFO = Severity.HIGH, Severity.LOW, Severity.INFO
@@ -51,6 +52,8 @@ def analyse(sources: list[Source], prod: ProductionFacts, collection: Collection
             continue  # head unreadable: its tests are not "deleted", they are unknown
         base += [b] if b else []
         head += [h] if h else []
+        if h is not None and h.path.rsplit("/", 1)[-1] == "conftest.py" and h.tree is not None:
+            result.issues += compare_conftest(h.path, b.tree if b else None, h.tree)
 
     renamed = {s.base_path: s.head_path for s in sources if s.base_path and s.head_path and s.base_path != s.head_path}
     matching = match_tests(base, head, renamed)

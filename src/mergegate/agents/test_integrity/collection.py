@@ -17,15 +17,42 @@ from dataclasses import dataclass
 CONFIG_FILES = ("pytest.ini", "pyproject.toml", "tox.ini", "setup.cfg")
 
 
+#: pytest's default ``norecursedirs``.
+NORECURSE = ("*.egg", ".*", "_darcs", "build", "CVS", "dist", "node_modules", "venv", "{arch}")
+
+
 @dataclass(frozen=True)
 class Collection:
     files: tuple[str, ...] = ("test_*.py", "*_test.py")
     classes: tuple[str, ...] = ("Test",)
     functions: tuple[str, ...] = ("test",)
+    testpaths: tuple[str, ...] = ()
+    norecursedirs: tuple[str, ...] = NORECURSE
+
+    @classmethod
+    def from_settings(cls, settings: dict | None) -> Collection:
+        settings = settings or {}
+        default = cls()
+        return cls(
+            files=_values(settings.get("python_files")) or default.files,
+            classes=_values(settings.get("python_classes")) or default.classes,
+            functions=_values(settings.get("python_functions")) or default.functions,
+            testpaths=_values(settings.get("testpaths")),
+            norecursedirs=_values(settings.get("norecursedirs")) or default.norecursedirs,
+        )
 
     def collects_file(self, path: str) -> bool:
         name = path.rsplit("/", 1)[-1]
         return any(fnmatch.fnmatch(name, p) or (("/" in p) and fnmatch.fnmatch(path, p)) for p in self.files)
+
+    def collects_path(self, path: str) -> bool:
+        """Whether a plain ``pytest`` run from the root collects this file (name, testpaths, dirs)."""
+        if not self.collects_file(path):
+            return False
+        if self.testpaths and not any(path == t or path.startswith(t.rstrip("/") + "/") for t in self.testpaths):
+            return False
+        dirs = path.split("/")[:-1]
+        return not any(fnmatch.fnmatch(d, p) for d in dirs for p in self.norecursedirs)
 
     def collects_class(self, node: ast.ClassDef) -> bool:
         if any(_base_name(b).endswith("TestCase") for b in node.bases):
@@ -53,21 +80,14 @@ def parse_collection(configs: dict[str, str | None]) -> Collection:
     """The collection rules from the first config file (pytest's order) that has a section."""
     for name in CONFIG_FILES:
         text = configs.get(name)
-        if not text:
-            continue
-        section = _section(name, text)
-        if section is None:
-            continue
-        default = Collection()
-        return Collection(
-            files=_values(section.get("python_files")) or default.files,
-            classes=_values(section.get("python_classes")) or default.classes,
-            functions=_values(section.get("python_functions")) or default.functions,
-        )
+        settings = section(name, text) if text else None
+        if settings is not None:
+            return Collection.from_settings(settings)
     return Collection()
 
 
-def _section(name: str, text: str) -> dict | None:
+def section(name: str, text: str) -> dict | None:
+    """The pytest settings of one config file, or None when it has no pytest section."""
     if name == "pyproject.toml":
         try:
             data = tomllib.loads(text)
@@ -79,9 +99,9 @@ def _section(name: str, text: str) -> dict | None:
         parser.read_string(text)
     except configparser.Error:
         return None
-    for section in ("pytest", "tool:pytest"):
-        if parser.has_section(section):
-            return dict(parser.items(section))
+    for header in ("pytest", "tool:pytest"):
+        if parser.has_section(header):
+            return dict(parser.items(header))
     return None
 
 

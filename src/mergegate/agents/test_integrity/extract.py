@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from mergegate.agents.test_integrity import checks as ck
 from mergegate.agents.test_integrity.astutil import call_name, dotted
 from mergegate.agents.test_integrity.collection import Collection
-from mergegate.agents.test_integrity.markers import Marker, argvalues, decorator_markers, module_skips, pytestmark
+from mergegate.agents.test_integrity.markers import (
+    Marker,
+    argvalues,
+    decorator_markers,
+    module_skips,
+    pytestmark,
+    setup_skips,
+)
 from mergegate.agents.test_integrity.strength import RAISES, is_assertion_call
 
 _SKIP_CALLS = frozenset({"skip", "xfail", "skipTest", "importorskip"})
@@ -76,6 +83,7 @@ class TestModule:
     shadowed: list[TestFunction] = field(default_factory=list)
     #: Names the module imports, and from which module (``find_user`` → ``app.users``).
     imports: dict[str, str] = field(default_factory=dict)
+    tree: ast.Module | None = field(default=None, repr=False)
 
     @property
     def tests(self) -> list[TestFunction]:
@@ -89,8 +97,8 @@ def _snake(name: str) -> str:
 
 def parse_module(path: str, tree: ast.Module, collection: Collection) -> TestModule:
     """The facts of a parsed test file (see ``analysis`` for files that do not parse)."""
-    module = TestModule(path, collection.collects_file(path))
-    module_markers = pytestmark(tree.body, "module") + module_skips(tree.body)
+    module = TestModule(path, collection.collects_file(path), tree=tree)
+    module_markers = pytestmark(tree.body, "module") + module_skips(tree.body) + setup_skips(tree.body, "module")
     helpers = _helpers(tree.body)
     for node in tree.body:
         if isinstance(node, ast.Import | ast.ImportFrom):
@@ -104,7 +112,12 @@ def _visit(body, module, collection, classes, markers, helpers, uncollected_by, 
         if isinstance(node, ast.ClassDef):
             collected = collection.collects_class(node)
             is_unittest = unittest_cls or any(dotted(b).endswith("TestCase") for b in node.bases)
-            class_markers = markers + decorator_markers(node.decorator_list, "class") + pytestmark(node.body, "class")
+            class_markers = [
+                *markers,
+                *decorator_markers(node.decorator_list, "class"),
+                *pytestmark(node.body, "class"),
+                *setup_skips(node.body, "class"),
+            ]
             class_helpers = {**helpers, **{f"self.{k}": v for k, v in _helpers(node.body).items()}}
             why = uncollected_by or (None if collected else "class")
             _visit(node.body, module, collection, (*classes, node.name), class_markers, class_helpers, why, is_unittest)
@@ -197,9 +210,14 @@ class _Walker:
             if isinstance(value, ast.expr) and not (isinstance(s, ast.Assert) and name == "msg"):
                 self.expr(value, swallow, conditional, checks=not isinstance(s, ast.Assert))
         if isinstance(s, ast.If):
+            if isinstance(s.test, ast.Constant):  # ``if False:`` is dead code: its checks never run
+                self.block(s.body if s.test.value else s.orelse, swallow, conditional, guard)
+                return
             cond = f"if {ast.unparse(s.test)}:"
             self.block(s.body, swallow, True, cond)
             self.block(s.orelse, swallow, True, f"if not ({ast.unparse(s.test)}):")
+            return
+        if isinstance(s, ast.While) and isinstance(s.test, ast.Constant) and not s.test.value:
             return
         for name in ("body", "orelse", "finalbody"):
             self.block(getattr(s, name, []) or [], swallow, conditional or isinstance(s, ast.While), guard)

@@ -108,3 +108,51 @@ def module_skips(body: list[ast.stmt]) -> list[Marker]:
             if isinstance(node, ast.Call) and dotted(node.func) in ("pytest.skip", "pytest.xfail"):
                 out.append(Marker(call_name(node), ast.unparse(node), "module", node.lineno, _key(node)))
     return out
+
+
+#: Setup functions that run before every test of their module or class (unittest and pytest).
+_SETUP = frozenset(
+    {"setUp", "setUpClass", "setUpModule", "setup_method", "setup_class", "setup_module", "setup_function"}
+)
+
+
+def setup_skips(body: list[ast.stmt], scope: str) -> list[Marker]:
+    """A skip in ``setUp``, ``setup_module`` or an autouse fixture skips every test it runs before."""
+    out = []
+    for node in body:
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        if node.name not in _SETUP and not _autouse(node):
+            continue
+        for call, conditional in _skips_in(node.body, False):
+            text = f"{node.name}: {ast.unparse(call)}"
+            key = f"{node.name}:{_key(call) if isinstance(call, ast.Call) else ast.unparse(call)}"
+            out.append(Marker("skipif" if conditional else "skip", text, scope, call.lineno, key))
+    return out
+
+
+def _autouse(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    return any(
+        isinstance(d, ast.Call)
+        and call_name(d) == "fixture"
+        and any(k.arg == "autouse" and isinstance(k.value, ast.Constant) and k.value.value for k in d.keywords)
+        for d in node.decorator_list
+    )
+
+
+def _skips_in(stmts: list[ast.stmt], conditional: bool) -> list[tuple[ast.AST, bool]]:
+    out: list[tuple[ast.AST, bool]] = []
+    for stmt in stmts:
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            continue
+        if isinstance(stmt, ast.Raise) and stmt.exc is not None and dotted(stmt.exc).endswith("SkipTest"):
+            out.append((stmt, conditional))
+        call = stmt.value if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call) else None
+        if call is not None and dotted(call.func) in ("pytest.skip", "pytest.xfail", "self.skipTest", "cls.skipTest"):
+            out.append((call, conditional))
+        nested = conditional or isinstance(stmt, ast.If | ast.For | ast.While | ast.Try | ast.Match)
+        for name in ("body", "orelse", "finalbody", "handlers"):
+            children = getattr(stmt, name, None) or []
+            for child in children:
+                out += _skips_in(child.body if isinstance(child, ast.ExceptHandler) else [child], nested)
+    return out
