@@ -6,10 +6,13 @@ values, delete or un-collect tests, or mock the very function under test. This a
 compares every changed test function at the merge base and at head, at AST level, and
 reports each weakening with the old and new code and a calibrated confidence.
 
-Modules, one job each: ``checks`` (what a check is and how strong), ``extract`` (a test
-file into facts), ``collection`` (what pytest collects), ``matching`` (base test ↔ head
-test), ``align`` (base checks ↔ head checks), ``compare`` (the rules), ``production``
-(what the change did to the code under test), ``analysis`` (the whole change).
+Modules, one job each: ``extract`` (a test file into facts), ``checks`` (what a check is),
+``strength`` (how much it pins down), ``tolerance`` (approx tolerances and numeric
+bounds), ``markers`` (skip/xfail/flaky wherever they hide), ``collection`` (what pytest
+collects), ``matching`` (base test ↔ head test), ``align`` (base checks ↔ head checks),
+``compare`` (the per-test rules), ``production`` (what the change did to the code under
+test), ``suite`` (conftest hooks, collect_ignore, pytest config), ``analysis`` (the whole
+change) and ``issues`` (the rule catalogue).
 """
 
 from __future__ import annotations
