@@ -104,9 +104,15 @@ def test_text_format_is_a_table(mergegate_cmd, work, bwrap) -> None:
 
 def test_policy_comes_from_the_base_not_the_work_tree(mergegate_cmd, work, bwrap) -> None:
     proc = replay(
-        mergegate_cmd, work, [{"tool": "Bash", "args": {"command": "id"}}], "--base", "main", "--format", "json",
+        mergegate_cmd,
+        work,
+        [{"tool": "Bash", "args": {"command": "id"}}],
+        "--base",
+        "main",
+        "--format",
+        "json",
         agent="commenter",
-    )  # fmt: skip
+    )
     assert results(proc)[0]["status"] == "refused"
     assert "Bash is not in this agent's allowlist (Read, PostComment)" in results(proc)[0]["reason"]
 
@@ -123,10 +129,21 @@ def test_usage_errors_exit_2(mergegate_cmd, work, lines: str, agent: str, messag
     trajectory = work.path.parent / "trajectory.jsonl"
     trajectory.write_text(lines)
     proc = subprocess.run(
-        [*mergegate_cmd, "agent", "replay", str(trajectory), "--agent", agent, "--workspace", str(work.path),
-         "--base", "main"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            *mergegate_cmd,
+            "agent",
+            "replay",
+            str(trajectory),
+            "--agent",
+            agent,
+            "--workspace",
+            str(work.path),
+            "--base",
+            "main",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert message in " ".join(proc.stderr.split())
 
@@ -181,16 +198,24 @@ def test_approvals_pause_and_only_humans_decide(mergegate_cmd, work, tmp_path: P
     assert approved.returncode == 0
     assert results(approved)[0]["status"] == "allowed"
     # An approval covers exactly the call it was given for.
-    other = replay(mergegate_cmd, work, [{"tool": "PostComment", "args": {"body": "ship it"}}], *args,
-                   agent="commenter")  # fmt: skip
+    other = replay(
+        mergegate_cmd, work, [{"tool": "PostComment", "args": {"body": "ship it"}}], *args, agent="commenter"
+    )
     assert results(other)[0]["status"] == "paused"
     reviewed = [e for e in audit_entries(work) if e["action"] == "tool_call" and e["outcome"] == "allowed"]
     assert reviewed[-1]["human_reviewer"] == "dana"
 
 
 def test_approvals_file_inside_the_workspace_is_refused(mergegate_cmd, work) -> None:
-    proc = replay(mergegate_cmd, work, [{"tool": "Read", "args": {"path": "x"}}], "--base", "main", "--approvals",
-                  str(work.path / "approvals.json"))  # fmt: skip
+    proc = replay(
+        mergegate_cmd,
+        work,
+        [{"tool": "Read", "args": {"path": "x"}}],
+        "--base",
+        "main",
+        "--approvals",
+        str(work.path / "approvals.json"),
+    )
     assert proc.returncode == 2 and "outside the workspace" in proc.stderr
 
 

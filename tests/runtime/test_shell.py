@@ -133,6 +133,7 @@ def test_overlong_command_is_refused() -> None:
         "printf '%s\\n' 'a b' \"c'd\" e\\ f",
         "printf '%s\\n' '$(id)' '`id`' '*' '~' '{a,b}'",
         "printf '%s|' 'x' && printf '%s\\n' 'y' || printf 'no'",
+        "printf '%s\\n' 'it'\\''s' \"a\\nb\" a\\\\b \"a\\\\b\" 'a'\"'\"'b'",
         "printf 'a\\nb\\n' | sort -r",
     ],
 )

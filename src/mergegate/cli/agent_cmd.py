@@ -106,6 +106,24 @@ def _render_text(results: list[CallResult]) -> None:
     Console().print(table)
 
 
+def build_runner(
+    loaded: LoadedPolicy, name: str, spec: AgentSpec, workspace: Workspace, audit: AuditLog, gate: ApprovalGate
+) -> ToolRunner:
+    """A runner for ``name`` with everything the base policy says about the runtime."""
+    return ToolRunner(
+        agent=name,
+        spec=spec,
+        workspace=workspace,
+        audit=audit,
+        approvals=gate,
+        policy_applied=f"{loaded.source}@{loaded.digest}",
+        test_paths=loaded.policy.test_paths,
+        extra_protected=loaded.policy.runtime.protected_paths,
+        tests_command=loaded.policy.tests.command,
+        allow_danger_full_access=loaded.policy.runtime.allow_danger_full_access,
+    )
+
+
 @app.command("replay")
 def replay_cmd(
     trajectory: Path = typer.Argument(..., help='JSON lines, one tool call each: {"tool": …, "args": {…}}.'),
@@ -135,19 +153,7 @@ def replay_cmd(
         if _inside(approvals, workspace):
             raise fail(f"{approvals}: the approvals file must be outside the workspace (the agent could write it)")
         gate = FileApprovals(approvals)
-    audit_path = _audit_path(workspace, audit)
-    runner = ToolRunner(
-        agent=agent,
-        spec=spec,
-        workspace=Workspace(workspace),
-        audit=AuditLog(audit_path),
-        approvals=gate,
-        policy_applied=f"{loaded.source}@{loaded.digest}",
-        test_paths=loaded.policy.test_paths,
-        extra_protected=loaded.policy.runtime.protected_paths,
-        tests_command=loaded.policy.tests.command,
-        allow_danger_full_access=loaded.policy.runtime.allow_danger_full_access,
-    )
+    runner = build_runner(loaded, agent, spec, Workspace(workspace), AuditLog(_audit_path(workspace, audit)), gate)
     try:
         results = asyncio.run(replay(calls, runner))
     except Exception as exc:  # fail closed, but say what happened

@@ -208,9 +208,11 @@ async def _run(argv, limits: Limits, group: Cgroup | None, env) -> LimitedResult
             task.cancel()
         if not finished.done():
             finished.cancel()
-            transport = getattr(proc, "_transport", None)
-            if transport is not None:
-                transport.close()
+        # Close the pipes explicitly: a transport left to the garbage collector after the
+        # loop is gone raises "Event loop is closed".
+        transport = getattr(proc, "_transport", None)
+        if transport is not None:
+            transport.close()
         if group is not None:
             await asyncio.to_thread(group.kill_all)
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -53,6 +53,7 @@ from mergegate.runtime.tools import (
     ToolContext,
     ToolRefused,
     canonical_tool_name,
+    refuse_private,
 )
 from mergegate.runtime.workspace import PathRefused, ProtectedPaths, Workspace
 from mergegate.store.audit_log import AuditLog
@@ -233,6 +234,10 @@ class ToolRunner:
             self._check_command(name, target.command)
         if target.host is not None:
             self._check_rules(name, f"host {target.host}", host=target.host)
+            try:
+                refuse_private(target.host, target.port or 443)
+            except ToolRefused as exc:
+                raise Refusal(str(exc)) from None
         if not target.paths and target.command is None and target.host is None:
             self._check_rules(name, name)
         if target.runs_shell:

@@ -154,6 +154,7 @@ class Target:
     paths: tuple[tuple[Resolved, bool], ...] = ()
     command: CommandList | None = None
     host: str | None = None
+    port: int | None = None
     #: Runs a program (in the sandbox) in the agent's sandbox mode.
     runs_shell: bool = False
 
@@ -239,7 +240,22 @@ def _fetch_target(ctx: ToolContext, args: WebFetchArgs) -> Target:
         raise ToolRefused(f"{args.url!r}: only http(s) URLs with a host")
     if url.username or url.password:
         raise ToolRefused("URLs with credentials are not allowed")
-    return Target(host=url.hostname)
+    return Target(host=url.hostname, port=url.port or (443 if url.scheme == "https" else 80))
+
+
+def refuse_private(host: str, port: int) -> None:
+    """Refuse hosts that resolve to private, loopback or link-local addresses.
+
+    The runner calls this once the host passed the allow rules (a host that is not
+    allowed is never even resolved: a DNS query is egress too), so the refusal is audited
+    before anything runs; ``_fetch`` checks again right before connecting.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ToolRefused(f"cannot resolve {host}: {exc}") from None
+    if not _public([info[4][0] for info in infos]):
+        raise ToolRefused(f"{host} resolves to a private, loopback or link-local address")
 
 
 # --- implementations --------------------------------------------------------------------
@@ -487,13 +503,7 @@ async def _fetch(ctx: ToolContext, args: WebFetchArgs, target: Target) -> ToolOu
     import httpx
 
     url = urllib.parse.urlsplit(args.url)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        infos = await asyncio.to_thread(socket.getaddrinfo, url.hostname, port, 0, socket.SOCK_STREAM)
-    except OSError as exc:
-        return ToolOutput(f"error: cannot resolve {url.hostname}: {exc}", ok=False)
-    if not _public([info[4][0] for info in infos]):
-        raise ToolRefused(f"{url.hostname} resolves to a private, loopback or link-local address")
+    await asyncio.to_thread(refuse_private, url.hostname, url.port or (443 if url.scheme == "https" else 80))
     client = httpx.AsyncClient(follow_redirects=False, timeout=15.0, trust_env=False)
     async with client, client.stream("GET", args.url) as response:
         body = b""
