@@ -94,10 +94,14 @@ class GitEndpoint:
             await _send_text(send, 500, "mergegate: git failed to answer; see the server log")
             return
         raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
-        await send({"type": "http.response.start", "status": response.status, "headers": raw_headers})
-        async for chunk in response.body:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        try:
+            await send({"type": "http.response.start", "status": response.status, "headers": raw_headers})
+            async for chunk in response.body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            # A client that went away must not leave git running.
+            await response.body.aclose()
         if pushing and worker is not None:
             worker.wake()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 log = logging.getLogger("mergegate.forge.http")
@@ -39,7 +39,7 @@ class CgiRequest:
 class CgiResponse:
     status: int
     headers: list[tuple[str, str]]
-    body: AsyncIterator[bytes]
+    body: AsyncGenerator[bytes, None]
 
 
 class CgiError(RuntimeError):
@@ -157,7 +157,7 @@ async def run(request: CgiRequest, body: AsyncIterator[bytes], project_root: str
     status, headers = parse_cgi_headers(split[0])
     rest = split[1]
 
-    async def stream() -> AsyncIterator[bytes]:
+    async def stream() -> AsyncGenerator[bytes, None]:
         try:
             if rest:
                 yield rest
