@@ -243,6 +243,16 @@ def test_protected_paths_hold_against_code_run_by_the_tests(world: World) -> Non
     assert final_outcome(world, 1) == "refused"
 
 
+def test_the_private_tmp_is_usable_and_private(world: World) -> None:
+    """Absolute /tmp paths pass the argument check: inside the sandbox /tmp is a fresh tmpfs."""
+    out = world.replay("shell", [bash("touch /tmp/scratch"), bash(f"ls -a {world.root}")])
+    assert out[0]["status"] == "allowed" and out[0]["output"].endswith("[exit 0]")
+    assert not os.path.exists("/tmp/scratch")
+    # The host's temp directory around the work tree: only the work tree is there.
+    assert out[1]["status"] == "allowed"
+    assert out[1]["output"].split() == [".", "..", "work", "[exit", "0]"]
+
+
 def test_read_only_agents_cannot_write_through_allowed_commands(world: World) -> None:
     out = world.replay("reviewer", [bash("git diff --output=pwned.txt")])
     assert out[0]["status"] == "allowed" and "[exit 0]" not in out[0]["output"]

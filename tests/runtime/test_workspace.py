@@ -136,6 +136,7 @@ def test_read_is_bounded(ws: Workspace) -> None:
         ("docs/CODEOWNERS", False, "CODEOWNERS"),
         (".github/workflows/ci.yml", False, ".github/workflows/**"),
         (".gitlab-ci.yml", False, ".gitlab-ci.yml"),
+        (".github/actions/setup/action.yml", False, ".github/actions/**"),
         ("tests/test_app.py", True, "tests/**"),
         ("src/pkg/test_util.py", True, "test_*.py"),
         ("src/conftest.py", True, "conftest.py"),

@@ -12,7 +12,8 @@ A call passes, in order (the first layer that says no ends it):
    of a pipeline or list, on the host;
 5. **shell words** — redirection targets resolve inside the workspace and are not
    protected; arguments that are absolute paths or climb out with ``..`` are refused
-   (defence in depth: the sandbox hides those places anyway);
+   (defence in depth: the sandbox hides those places anyway), except ``/dev/null`` and
+   absolute paths in the sandbox's private ``/tmp``;
 6. **protected paths** — writes to ``.git``, the policy, CODEOWNERS, CI config (and tests,
    for a fixer) are refused;
 7. **approval** — the tool's default ``needs_approval`` or the agent's ``ask:`` rules send
@@ -293,7 +294,7 @@ class ToolRunner:
                 if not redirect.is_file:
                     continue
                 path = str(redirect.target)
-                if path == os.devnull:
+                if path == os.devnull or (self.ws.private_tmp(path) and not self.ws.lexically_inside(path)):
                     continue
                 try:
                     resolved = self.ws.resolve(path, for_write=redirect.writes)
@@ -312,7 +313,7 @@ class ToolRunner:
             if c.startswith("~"):
                 raise Refusal(f"{label}: argument {word!r} names a home directory, outside the workspace")
             escapes = c.startswith("/") or ".." in c.split("/")
-            if escapes and c != os.devnull and not self.ws.lexically_inside(c):
+            if escapes and c != os.devnull and not self.ws.lexically_inside(c) and not self.ws.private_tmp(c):
                 raise Refusal(f"{label}: argument {word!r} names a path outside the workspace")
 
     def _ask_match(self, tool: str, target: Target) -> str | None:

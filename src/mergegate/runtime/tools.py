@@ -330,7 +330,7 @@ async def _grep(ctx: ToolContext, args: GrepArgs, target: Target) -> ToolOutput:
     grep = shutil.which("grep")
     if grep is None:
         return ToolOutput("error: grep is not installed", ok=False)
-    argv = [grep, "-rnIE", "-D", "skip", "--no-messages", "--color=never", "--exclude-dir=.git", "-m", "200"]
+    argv = [grep, "-rnIEZ", "-D", "skip", "--no-messages", "--color=never", "--exclude-dir=.git", "-m", "200"]
     if args.ignore_case:
         argv.append("-i")
     if args.glob:
@@ -345,10 +345,12 @@ async def _grep(ctx: ToolContext, args: GrepArgs, target: Target) -> ToolOutput:
         return ToolOutput(f"error: grep: {result.stderr.strip()[:500]}", ok=False)
     lines = []
     for line in result.stdout.splitlines():
-        path = line.split(":", 1)[0].removeprefix("./")
+        # -Z ends the file name with NUL: names containing ':' cannot dodge the filter.
+        path, _, rest = line.partition("\0")
+        path = path.removeprefix("./")
         if ctx.hidden and match_any(ctx.hidden, path):
             continue
-        lines.append(line)
+        lines.append(f"{path}:{rest}")
         if len(lines) >= MAX_RESULTS:
             break
     return ToolOutput("\n".join(lines))

@@ -15,9 +15,10 @@ enough:
    target is replaced, never written through.
 
 Protected paths (``ProtectedPaths``) are read-only for every agent: ``.git`` anywhere,
-``.mergegate.yml``, ``CODEOWNERS`` in every location, ``.github/workflows/``,
-``.gitlab-ci.yml``, whatever the base policy adds under ``runtime.protected_paths``, and
-the policy's ``test_paths`` for agents declared with ``protect_tests: true``.
+``.mergegate.yml``, ``CODEOWNERS`` in every location, ``.github/workflows/`` (and the
+local actions they run, ``.github/actions/``), ``.gitlab-ci.yml``, whatever the base
+policy adds under ``runtime.protected_paths``, and the policy's ``test_paths`` for agents
+declared with ``protect_tests: true``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ ALWAYS_PROTECTED = (
     "CODEOWNERS",
     ".github/workflows",
     ".github/workflows/**",
+    # Local actions run inside workflows: CI config as much as the workflows themselves.
+    ".github/actions",
+    ".github/actions/**",
     ".gitlab-ci.yml",
 )
 
@@ -133,6 +137,11 @@ class Workspace:
     def relative(self, path: str | Path) -> str:
         rel = os.path.relpath(path, self.root)
         return "" if rel == "." else rel.replace(os.sep, "/")
+
+    @staticmethod
+    def private_tmp(word: str) -> bool:
+        """An absolute path in the sandbox's ``/tmp``: a private, empty tmpfs per command."""
+        return word.startswith("/") and (os.path.normpath(word) + "/").startswith("/tmp/")
 
     def lexically_inside(self, word: str, cwd: Path | None = None) -> bool:
         """Whether a path-like shell word stays inside the workspace (no resolution)."""
