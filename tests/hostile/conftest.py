@@ -105,6 +105,8 @@ class World:
         return [json.loads(line) for line in self.audit_path.read_text().splitlines()]
 
     def replay(self, agent: str, calls: list[dict], *extra: str) -> list[dict]:
+        """Replay through the real CLI; every call must land in the audit log, whatever its fate."""
+        logged = self._calls_logged()
         trajectory = self.root / f"trajectory-{len(list(self.root.glob('trajectory-*')))}.jsonl"
         trajectory.write_text("".join(json.dumps(c) + "\n" for c in calls))
         result = CliRunner().invoke(
@@ -129,7 +131,20 @@ class World:
         assert result.exit_code in (0, 1), result.output
         out = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
         assert len(out) == len(calls), result.output
+        entries = self.audit()[logged:]
+        decisions = [e for e in entries if e["action"] == "tool_call"]
+        assert [(e["call_index"], e["outcome"]) for e in decisions] == [
+            (r["index"], "allowed" if r["status"] == "allowed" or _ran(entries, r["index"]) else r["status"])
+            for r in out
+        ]
+        for r in out:
+            if _ran(entries, r["index"]):
+                (final,) = [e for e in entries if e["action"] == "tool_result" and e["call_index"] == r["index"]]
+                assert final["outcome"] == r["status"]
         return out
+
+    def _calls_logged(self) -> int:
+        return len(self.audit()) if self.audit_path.exists() else 0
 
     def assert_untouched(self) -> None:
         """Protected files are byte-identical, and nothing was written outside the work tree."""
@@ -138,6 +153,10 @@ class World:
         assert not (self.root / "escape.txt").exists()
         assert not (self.work / ".git" / "hooks" / "pre-commit").exists()
         assert not (self.work / ".gitlab-ci.yml").exists()
+
+
+def _ran(entries: list[dict], index: int) -> bool:
+    return any(e["action"] == "tool_result" and e["call_index"] == index for e in entries)
 
 
 def _digest(path: Path) -> str:
