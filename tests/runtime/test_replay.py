@@ -22,6 +22,9 @@ agents:
     deny: "Read(secrets/**)"
     ask: "Bash(echo:*)"
     max_turns: 3
+  retired:
+    tools: Read
+    enabled: false
 """
 
 
@@ -237,3 +240,33 @@ def test_deny_ask_budget_and_redaction(mergegate_cmd, work, bwrap) -> None:
     log = (work.path / ".git" / "mergegate" / "audit.jsonl").read_text()
     assert "hunter22" not in log and "ghp_abcdefghijklmnopqrstuvwxyz0123456789" not in log
     assert "[REDACTED" in log
+
+
+def test_disabled_agents_do_nothing(mergegate_cmd, work, bwrap) -> None:
+    proc = replay(
+        mergegate_cmd,
+        work,
+        [{"tool": "Read", "args": {"path": "src/app.py"}}],
+        "--base",
+        "main",
+        "--format",
+        "json",
+        agent="retired",
+    )
+    assert results(proc)[0]["status"] == "refused" and "disabled" in results(proc)[0]["reason"]
+
+
+def test_long_arguments_are_shortened_in_the_log(mergegate_cmd, work, bwrap) -> None:
+    content = "x = 1\n" * 5000
+    proc = replay(
+        mergegate_cmd,
+        work,
+        [{"tool": "Write", "args": {"path": "src/big.py", "content": content}}],
+        "--base",
+        "main",
+        "--format",
+        "json",
+    )
+    assert results(proc)[0]["status"] == "allowed"
+    (entry,) = [e for e in audit_entries(work) if e["action"] == "tool_call"]
+    assert len(entry["args"]["content"]) < 4300 and "[30000 chars, sha256 " in entry["args"]["content"]

@@ -95,6 +95,8 @@ def test_redirections_are_parsed(command: str, redirects: tuple[Redirect, ...]) 
         ("pytest 3<&0", "not allowed"),
         ("pytest 2>&-", "closing"),
         ("pytest 3> f", "descriptors"),
+        ("pytest 2>&3", "descriptors"),
+        ("pytest >&5", "descriptors"),
         ("exec pytest", "never allowed"),
         ("eval 'pytest; curl x'", "never allowed"),
         ("source evil.sh", "never allowed"),

@@ -95,7 +95,8 @@ async def run_shell(ws: Workspace, sandbox: BubblewrapSandbox, job: ShellJob) ->
                 mounts.append(Mount(path, writable=True))
         if job.hidden:
             for rel, is_dir in ws.walk():
-                if match_any(job.hidden, rel):
+                # Symlinks are skipped: bubblewrap would mount over their target instead.
+                if match_any(job.hidden, rel) and not (ws.root / rel).is_symlink():
                     mounts.append(Mount(empty_dir if is_dir else Path(os.devnull), ws.root / rel))
         env = {"PATH": sandbox_path(), **job.env}
         spec = SandboxSpec(

@@ -213,6 +213,8 @@ class ToolRunner:
         if name in FORBIDDEN_TOOLS:
             raise Refusal(f"{name} can never be called by an agent: {FORBIDDEN_TOOLS[name]}")
         tool = TOOLS[name]
+        if not self.spec.enabled:
+            raise Refusal(f"agent {self.agent!r} is disabled by the policy (enabled: false)")
         if self.turns > self.spec.max_turns:
             raise Refusal(f"turn budget exhausted (max_turns: {self.spec.max_turns})")
         if not any(r.tool == name for r in self.allow):
@@ -358,7 +360,7 @@ class ToolRunner:
             "run_id": self.run_id,
             "call_index": index,
             "tool": tool,
-            "args": redact(args),
+            "args": _for_audit(redact(args)),
             "reason": reason,
         }
         if approval:
@@ -371,3 +373,17 @@ class ToolRunner:
 
 
 _ALWAYS = frozenset(ProtectedPaths.for_agent(protect_tests=False).patterns)
+
+#: Longer argument strings are shortened in the log (a 4 MiB Write would bloat it).
+AUDIT_ARG_CHARS = 4096
+
+
+def _for_audit(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > AUDIT_ARG_CHARS:
+        digest = hashlib.sha256(value.encode()).hexdigest()
+        return f"{value[:AUDIT_ARG_CHARS]}… [{len(value)} chars, sha256 {digest}]"
+    if isinstance(value, dict):
+        return {k: _for_audit(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_for_audit(v) for v in value]
+    return value

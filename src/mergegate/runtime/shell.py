@@ -294,8 +294,8 @@ def _redirect(node, src: str) -> Redirect:
     target = getattr(node, "output", None)
     if op == ">&":
         if isinstance(target, int):
-            if fd is None and target not in (1, 2):
-                raise ShellRefused("only descriptors 1 and 2 may be duplicated")
+            if target not in (1, 2) or fd not in (None, 1, 2):
+                raise ShellRefused("only descriptors 1 and 2 may be duplicated onto each other")
             return Redirect(fd, op, target)
         if target == "-" or target is None:
             raise ShellRefused("closing descriptors is not allowed")

@@ -26,6 +26,7 @@ with a reason that says why.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import re
 import shutil
@@ -396,7 +397,7 @@ async def shell_output(
         raise ToolRefused(f"no sandbox to run commands in: {ctx.sandbox_problem or 'bubblewrap is unavailable'}")
     limits = ctx.limits
     if wall_s is not None and wall_s < limits.wall_s:
-        limits = Limits(**{**limits.__dict__, "wall_s": wall_s})
+        limits = dataclasses.replace(limits, wall_s=wall_s)
     job = ShellJob(
         script=command.render(),
         mode=mode or ctx.mode,
