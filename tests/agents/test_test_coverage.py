@@ -20,7 +20,6 @@ from mergegate.core.policy import PolicyError
 from mergegate.core.results import AgentStatus
 from mergegate.core.routing import Action
 from mergegate.core.severity import Severity
-from mergegate.runtime.testenv import environment_key
 from mergegate.runtime.testrun import parse_junit, pytest_argv
 from mergegate.service.policy_source import load_policy_text
 from tests.conftest import require_tool
@@ -348,54 +347,7 @@ def test_non_pytest_command_is_judged_by_exit_status_and_still_measured(repo):
     assert any("diff coverage: 100% (1/1" in n for n in result.notes)
 
 
-# -- setup step and the environment cache --------------------------------------------------------
-
-SETUP_PYPROJECT = """\
-[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "calc"
-version = "0.1.0"
-
-[tool.hatch.build.targets.wheel]
-packages = ["src/calc"]
-"""
-
-
-@pytest.mark.slow
-def test_setup_builds_a_cached_environment_used_by_later_runs(repo, tmp_path, monkeypatch):
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("MERGEGATE_CACHE_DIR", str(cache))
-    # No `pythonpath` setting: the tests import the package through the editable install.
-    repo.base(
-        {
-            "pyproject.toml": SETUP_PYPROJECT,
-            "src/calc/__init__.py": "",
-            "src/calc/ops.py": OPS,
-            "tests/test_ops.py": TEST_OPS,
-            ".mergegate.yml": 'tests:\n  setup: pip install -q -e . && echo ran >> "$VIRTUAL_ENV/setup-runs"\n',
-        }
-    )
-    repo.change({"src/calc/ops.py": OPS + "\n\ndef mul(a, b):\n    return a * b\n"})
-    (first,) = repo.check([AGENT]).results
-    assert first.status is AgentStatus.OK, first.detail
-    assert any("built by tests.setup and cached" in n for n in first.notes)
-    assert any("1 passed" in n for n in first.notes)
-    assert sorted(f.rule for f in first.findings) == ["diff-coverage", "uncovered-lines"]  # mul is untested
-
-    # A second change with the same dependency files reuses the environment, and the
-    # editable install imports *this* tree's code: its bug is caught.
-    repo.change({"src/calc/ops.py": "def add(a, b):\n    return a - b\n"}, branch="change2")
-    (second,) = repo.check([AGENT], head="change2").results
-    assert second.status is AgentStatus.OK, second.detail
-    assert any("cached environment" in n and "not re-run" in n for n in second.notes)
-    (failure,) = by_rule(second, "test-failed")
-    assert failure.properties["test_id"] == "tests/test_ops.py::test_add"
-    (env_dir,) = [p for p in cache.iterdir() if not p.name.startswith(".")]
-    assert (env_dir / "env" / "setup-runs").read_text() == "ran\n"  # the setup ran once
-    assert list(cache.glob(".build-*")) == []
+# -- setup step (trust rule, cache and editable installs: tests/runtime/test_testenv.py) -------------
 
 
 @pytest.mark.slow
@@ -449,18 +401,6 @@ def test_junit_ids_from_pytest_xunit1():
         ("tests.test_b", "error", None),
         ("tests/test_a.py::test_s", "skipped", 21),
     ]
-
-
-def test_environment_key_follows_dependency_files_and_setup(tmp_path):
-    (tmp_path / "pyproject.toml").write_text("[project]\nname='a'\n")
-    (tmp_path / "module.py").write_text("x = 1\n")
-    key = environment_key(tmp_path, "pip install -e .", "repo")
-    (tmp_path / "module.py").write_text("x = 2\n")  # source code is not a dependency file
-    assert environment_key(tmp_path, "pip install -e .", "repo") == key
-    assert environment_key(tmp_path, "pip install -e .[test]", "repo") != key
-    assert environment_key(tmp_path, "pip install -e .", "other-repo") != key
-    (tmp_path / "requirements-dev.txt").write_text("pytest\n")
-    assert environment_key(tmp_path, "pip install -e .", "repo") != key
 
 
 def test_options_are_validated_against_typos():

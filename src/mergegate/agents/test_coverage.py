@@ -3,7 +3,14 @@
 The configured test command (``tests.command``, read from the *base* policy like all
 policy) runs on the head tree inside the sandbox: the tree writable, no network, no
 secrets, under coverage (see ``mergegate.runtime.testrun``), in mergegate's own Python
-environment or in a cached venv built by ``tests.setup`` (``mergegate.runtime.testenv``).
+environment or in a venv built by ``tests.setup`` (``mergegate.runtime.testenv``).
+
+The setup step executes the tree it installs, so it follows a trust rule: a venv that is
+cached and shared with other changes is built from the *merge base* only, keyed by the
+setup inputs there; a change that modifies a setup input (dependency files, build
+configuration and hooks, ...) gets a private venv built from its own tree, used for this
+check only ("dependencies changed: built a private environment" in the notes). So no
+change can influence the environment another change is judged in.
 
 Then, like diff-cover, only the lines the change added or modified in non-test Python
 files are judged: of those that are executable (coverage's own analysis, so comments,
@@ -40,7 +47,7 @@ from mergegate.core.finding import Category, Finding, make_fingerprint
 from mergegate.core.globs import match_any
 from mergegate.core.policy import TestsConfig
 from mergegate.core.severity import Severity
-from mergegate.runtime.testenv import TestEnvironment, prepare_environment
+from mergegate.runtime.testenv import SetupPlan, TestEnvironment, TreeSide, plan_setup, prepare_environment
 from mergegate.runtime.testrun import (
     CoverageReport,
     FileCoverage,
@@ -50,6 +57,7 @@ from mergegate.runtime.testrun import (
     collect_coverage,
     run_tests,
 )
+from mergegate.vcs.git import GitError, GitRepo
 
 NAME = "test-coverage"
 
@@ -144,6 +152,36 @@ def repo_frame(case: TestCase, layout: Layout, tree: Path) -> tuple[str, int] | 
     return None
 
 
+def tree_side(repo: GitRepo, commit: str) -> TreeSide:
+    """``commit``'s files as git records them (``ls-tree``), with a reader for their text."""
+    files: dict[str, str] = {}
+    for entry in repo.git_bytes("ls-tree", "-r", "-z", "--full-tree", commit).split(b"\0"):
+        if entry:
+            meta, _, raw = entry.partition(b"\t")
+            mode, _kind, oid = meta.decode().split()
+            files[raw.decode("utf-8", "surrogateescape")] = f"{mode} {oid}"
+
+    def read(path: str) -> str | None:
+        if "\n" in path or not path.isprintable() or path not in files:
+            return None  # cat-file --batch cannot ask for it: "cannot tell"
+        try:
+            return repo.read_text(commit, path)
+        except (GitError, UnicodeError):
+            return None
+
+    return TreeSide(files, read)
+
+
+def setup_plan(repo: GitRepo, merge_base: str, head: str, setup: str | None) -> SetupPlan | None:
+    """Whether the change may use the merge base's shared venv (see ``testenv.plan_setup``)."""
+    if not setup:
+        return None
+    try:
+        return plan_setup(tree_side(repo, merge_base), tree_side(repo, head), setup)
+    except (GitError, UnicodeError, ValueError) as exc:
+        return SetupPlan(f"could not list the change's files ({exc})")
+
+
 class TestCoverage:
     __test__ = False  # an agent, not a pytest test class
 
@@ -164,14 +202,20 @@ class TestCoverage:
         work = ctx.scratch / "work"
         await asyncio.to_thread(shutil.copytree, tree, work, symlinks=True)
         layout = Layout.create(ctx.scratch, work, remap=sandbox.remaps_paths)
+        plan = await asyncio.to_thread(setup_plan, ctx.repo, ctx.change.merge_base, ctx.change.head, tests.setup)
+
+        async def export_base(dest: Path) -> None:
+            await asyncio.to_thread(ctx.repo.export_tree, ctx.change.merge_base, dest)
+
         env = await prepare_environment(
             sandbox,
             setup=tests.setup,
             setup_timeout=tests.setup_timeout,
             tree=work,
-            workdir_at=layout.tree.inside if sandbox.remaps_paths else None,
             scratch=ctx.scratch,
             repo_id=str(ctx.repo.path),
+            plan=plan,
+            export_base=export_base,
         )
         run = await run_tests(sandbox, layout, env, tests.command, tests.timeout)
         if run.timed_out:

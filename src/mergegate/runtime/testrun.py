@@ -15,6 +15,10 @@ When the command is recognisably pytest (``pytest …`` or ``python -m pytest �
 no shell syntax), ``-p no:cacheprovider --junitxml=…`` is appended, so failing tests
 can be named; other commands are run as given and judged by their exit status.
 
+The test environment (``mergegate.runtime.testenv``) is always mounted **read-only**
+(``Layout.spec`` drops any ``writable`` flag): a shared venv is reused by other
+changes, so a test run must not be able to plant anything in it.
+
 The results are *reports from untrusted code*: a hostile change could forge them.
 They are evidence for the reviewer, never a reason to trust the change on their own.
 """
@@ -99,7 +103,13 @@ class Layout:
         )
 
     def spec(self, env: TestEnvironment, extra_env: dict[str, str], *, mode: SandboxMode) -> SandboxSpec:
+        """What the test command may see: the tree (per ``mode``), our hook, the output dir.
+
+        The environment's mounts are re-made read-only here, whatever they say: a venv
+        may be shared with other changes, and this run is untrusted.
+        """
         remapped = self.tree.inside != self.tree.host
+        env_mounts = tuple(Mount(m.source, m.target) for m in env.mounts)
         mounts = (
             (Mount(self.hook.host, self.hook.inside), Mount(self.out.host, self.out.inside, writable=True))
             if remapped
@@ -111,7 +121,7 @@ class Layout:
             mode=mode,
             network=False,
             env={"PATH": env.path_env(), **env.env, **extra_env},
-            mounts=mounts + env.mounts,
+            mounts=mounts + env_mounts,
             writable=() if remapped else (self.out.host,),
         )
 
