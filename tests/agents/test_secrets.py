@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from mergegate.agents.secrets import mask
 from mergegate.core.finding import make_fingerprint
 from mergegate.core.policy import PolicyError
 from mergegate.core.results import AgentResult, AgentStatus
 from mergegate.core.routing import Action
+from mergegate.core.secret_patterns import mask
 from mergegate.core.severity import Severity
 from mergegate.report import FORMATS, renderer
 from mergegate.service.policy_source import load_policy_text

@@ -65,9 +65,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mergegate.agents.base import AgentContext, AgentOutput, AgentSkipped
 from mergegate.agents.common import on_added_line, run_python_tool
-from mergegate.agents.secrets import is_placeholder
 from mergegate.core.change import ChangedFile
 from mergegate.core.finding import Category, Finding, make_fingerprint
+from mergegate.core.secret_patterns import is_placeholder
 from mergegate.core.severity import Severity
 from mergegate.runtime.process import run_process
 

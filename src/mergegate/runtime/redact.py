@@ -1,6 +1,6 @@
 """Redact credentials from tool-call arguments before they are audited.
 
-Reuses the secrets agent's detectors (``mergegate.agents.secrets``: its credential
+Reuses the secrets agent's detectors (``mergegate.core.secret_patterns``: its credential
 patterns, its placeholder rules and its masked preview), so the audit log hides exactly
 what the secrets agent would flag, in the same format. On top of that, values of
 arguments or ``KEY=value`` words whose *name* says they are secret (``password``,
@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mergegate.agents.secrets import is_placeholder, mask, pattern_hits
+from mergegate.core.secret_patterns import is_placeholder, mask, pattern_hits
 
 _PEM = re.compile(
     r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
