@@ -44,6 +44,7 @@ from perf_repos import CHANGED_FILE, LARGE_EXTRA, TEST_COMMAND, BenchRepo, bench
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
+LAST_RUN = Path(__file__).resolve().parent / ".work" / "last-run.json"
 START, END = "<!-- benchmarks/run.py: start -->", "<!-- benchmarks/run.py: end -->"
 
 PARALLEL = "(all, parallel)"
@@ -343,6 +344,12 @@ def main() -> None:
         phases = (phase_breakdown("small", False), phase_breakdown("large", True))
     print(f"measured in {time.monotonic() - started:.0f} s", file=sys.stderr)
     table = render(results, agents, reps, startup, (load_before, load_after), phases)
+    raw = {
+        name: {what: [vars(smp) for smp in samples] for what, samples in r.samples.items()}
+        for name, r in results.items()
+    }
+    LAST_RUN.write_text(json.dumps({"samples": raw, "breakdown": phases}, indent=1))
+    print(f"raw samples: {LAST_RUN.relative_to(ROOT)}", file=sys.stderr)
     print(table)
     if args.write:
         write_doc(table)
