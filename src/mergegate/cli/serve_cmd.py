@@ -9,8 +9,6 @@ import typer
 
 from mergegate.cli.console import err, fail
 from mergegate.cli.exit_codes import ExitCode
-from mergegate.service.settings import ServerSettings, SettingsError
-from mergegate.store.db import DatabaseError, redact
 
 DEFAULT_DATA = Path("mergegate-data")
 
@@ -42,6 +40,10 @@ def serve(
     from mergegate.web.app import create_app
 
     data_dir = data or default_data_dir()
+    # The server stack (SQLAlchemy, FastAPI) loads only when serving, not for every command.
+    from mergegate.service.settings import ServerSettings, SettingsError
+    from mergegate.store.db import DatabaseError, redact
+
     try:
         settings = ServerSettings.load(data_dir, host=host, port=port, database_url=database)
         server = prepare(settings)

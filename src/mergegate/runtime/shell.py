@@ -37,9 +37,6 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-import bashlex
-import bashlex.errors
-
 MAX_COMMAND_LENGTH = 16_384
 
 #: Builtins whose job is to run, load or redefine other commands, or to change how the
@@ -166,6 +163,11 @@ def parse(command: str) -> CommandList:
     bad = next((c for c in command if (ord(c) < 32 and c not in "\t\n") or ord(c) == 127), None)
     if bad is not None:
         raise ShellRefused(f"control character {bad!r} in the command")
+    # Imported here: building bashlex's parser tables costs ~0.3 s, which every CLI
+    # command would otherwise pay at start-up.
+    import bashlex
+    import bashlex.errors
+
     try:
         trees = bashlex.parse(command)
     except (
