@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -32,12 +33,14 @@ def demo(
         raise fail(f"{where} is not empty")
     workdir = where or Path(tempfile.mkdtemp(prefix="mergegate-demo-")) / "repo"
     base, head = build_demo_repo(workdir)
+    # The Quickstart runs us from .venv/bin, which is not on the user's PATH: show the real path.
+    mg = shutil.which("mergegate") or "mergegate"
     out.rule("[bold]mergegate demo")
     out.print(
         f"Demo repository: {workdir}\n"
         f"An agent (coding-agent[bot]) pushed [bold]{head}[/]: it adds an SQL injection, leaks an API key,\n"
         f"skips and loosens tests, and edits .mergegate.yml to advisory mode.\n"
-        f"Running: [bold]mergegate check --repo {workdir} --base {base} --head {head}[/]\n"
+        f"Running: [bold]{mg} check --repo {workdir} --base {base} --head {head}[/]\n"
     )
     repo = GitRepo(workdir)
     audit = AuditLog(default_audit_path(repo))
@@ -52,8 +55,8 @@ def demo(
     out.print(
         f"\n`mergegate check` would exit {int(code)}. The policy came from [bold]{report.policy.source}[/]: the\n"
         "change's own edit to .mergegate.yml (advisory mode) was ignored.\n"
-        f"Audit log: {audit.path}  (verify: mergegate audit verify {audit.path})\n"
-        f"Try a format: mergegate check --repo {workdir} --base {base} --head {head} --format markdown"
+        f"Audit log: {audit.path}  (verify: {mg} audit verify {audit.path})\n"
+        f"Try a format: {mg} check --repo {workdir} --base {base} --head {head} --format markdown"
     )
     blocked = report.decision.action in (Action.BLOCK_SECURITY, Action.REJECT)
     raise typer.Exit(0 if blocked else 1)
