@@ -10,7 +10,17 @@ from __future__ import annotations
 import typer
 
 from mergegate import __version__
-from mergegate.cli import admin_cmd, agent_cmd, audit_cmd, change_cmd, check_cmd, config_cmd, demo_cmd, serve_cmd
+from mergegate.cli import (
+    admin_cmd,
+    agent_cmd,
+    audit_cmd,
+    change_cmd,
+    check_cmd,
+    config_cmd,
+    demo_cmd,
+    group_cmd,
+    serve_cmd,
+)
 
 app = typer.Typer(
     name="mergegate",
@@ -30,6 +40,7 @@ app.add_typer(admin_cmd.user_app, name="user")
 app.add_typer(admin_cmd.token_app, name="token")
 app.add_typer(admin_cmd.repo_app, name="repo")
 app.add_typer(change_cmd.app, name="change")
+app.add_typer(group_cmd.app, name="group")
 app.add_typer(agent_cmd.app, name="agent")
 
 

@@ -8,8 +8,8 @@ Where it connects: ``MERGEGATE_URL`` and ``MERGEGATE_TOKEN``, else ``url`` and
     token = "mgt_…"
 
 Every failure becomes an ``ApiError`` with the server's reason and the exit code the
-CLI documents: 1 refused (401/403), 2 a wrong request (400/404/409/422) or missing
-configuration, 3 the server is unreachable or broken.
+CLI documents: 1 refused (401/403) or blocked by the gate (409 ``blocked``), 2 a wrong
+request (400/404/409/422) or missing configuration, 3 the server is unreachable or broken.
 """
 
 from __future__ import annotations
@@ -93,17 +93,25 @@ class ApiClient:
     def post(self, path: str, body: Any = None) -> Any:
         return self.request("POST", path, json=body if body is not None else {})
 
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
 
 def _error(response: httpx.Response) -> ApiError:
     status = response.status_code
+    word = None
     try:
-        reason = response.json().get("reason") or response.text
-    except ValueError:
+        body = response.json()
+        reason = body.get("reason") or response.text
+        word = body.get("error")
+    except (ValueError, AttributeError):
         reason = response.text.strip() or response.reason_phrase
     if status == 401:
         return ApiError(f"not authenticated (401): {reason}", ExitCode.BLOCKED, status)
     if status == 403:
         return ApiError(f"refused (403): {reason}", ExitCode.BLOCKED, status)
+    if status == 409 and word == "blocked":
+        return ApiError(f"blocked (409): {reason}", ExitCode.BLOCKED, status)
     if status >= 500:
         return ApiError(f"server error ({status}): {reason}", ExitCode.INTERNAL, status)
     return ApiError(f"{reason} ({status})", ExitCode.USAGE, status)

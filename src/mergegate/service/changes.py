@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from mergegate.core.principals import Permission
 from mergegate.forge.local.refrules import RefUpdate
 from mergegate.forge.local.repos import INCOMING_PREFIX, BareRepo
+from mergegate.service import refresh
 from mergegate.service.authz import Actor, require
 from mergegate.service.errors import Invalid, NotFound
 from mergegate.service.events import HandlerContext, handles
@@ -158,6 +159,7 @@ def _for_push(
         )
         bare.set_ref(head_ref(change.id), update.new)
         _record(session, outcome, change, "updated", pusher, event, ctx, repo)
+        _gate(session, event, repo, bare, pusher, update, change, ctx, outcome)
     else:
         change = store.open_change(
             session,
@@ -174,6 +176,7 @@ def _for_push(
         )
         bare.set_ref(head_ref(change.id), update.new)
         _record(session, outcome, change, "opened", pusher, event, ctx, repo)
+        _gate(session, event, repo, bare, pusher, update, change, ctx, outcome)
     _cleanup_magic(bare, update, staging)
 
 
@@ -194,6 +197,10 @@ def _branch_push(
     outcome: _Outcome,
 ) -> None:
     branch = update.ref.removeprefix("refs/heads/")
+    if not update.is_delete:
+        # A branch that open changes target moved (possible only if it is not protected):
+        # their landing commits were made on the old tip.
+        refresh.base_moved(session, ctx, bare, repo, branch)
     if branch == repo.default_branch:
         return  # only possible if the server does not protect it; nothing to propose
     change = store.find_open(session, repo, store.branch_key(update.ref))
@@ -220,6 +227,7 @@ def _branch_push(
         )
         bare.set_ref(head_ref(change.id), update.new)
         _record(session, outcome, change, "updated", pusher, event, ctx, repo)
+        _gate(session, event, repo, bare, pusher, update, change, ctx, outcome)
         return
     target = repo.default_branch
     if bare.resolve(f"refs/heads/{target}") is None:
@@ -243,6 +251,24 @@ def _branch_push(
     )
     bare.set_ref(head_ref(change.id), update.new)
     _record(session, outcome, change, "opened", pusher, event, ctx, repo)
+    _gate(session, event, repo, bare, pusher, update, change, ctx, outcome)
+
+
+def _gate(
+    session: Session,
+    event: EventRow,
+    repo: RepoRow,
+    bare: BareRepo,
+    pusher: PrincipalRow,
+    update: RefUpdate,
+    change: ChangeRow,
+    ctx: HandlerContext,
+    outcome: _Outcome,
+) -> None:
+    """The gate's part of a new patchset: fingerprint, stale approvals, landing commit,
+    queued checks (``service.refresh``)."""
+    patchset = store.patchset_for(session, event.id, update.ref)
+    outcome.messages += refresh.after_push(session, ctx, bare, repo, change, patchset, pusher, event)
 
 
 # -- reading and commenting ------------------------------------------------------------

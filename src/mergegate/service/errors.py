@@ -28,6 +28,13 @@ class Conflict(ServiceError):
     status = 409
 
 
+class Blocked(Conflict):
+    """The gate said no: a rule is not satisfied, or the base moved and the change is
+    being re-tested (HTTP 409 with ``error: blocked``; the CLI exits 1)."""
+
+    error = "blocked"
+
+
 class Refused(ServiceError):
     """A permission decision said no (HTTP 403). Always audited before it is raised."""
 

@@ -44,6 +44,8 @@ log = logging.getLogger("mergegate.events")
 class HandlerContext:
     forge: Forge
     public_url: str
+    #: The merge method a change gets unless it asks for another (``server.toml``).
+    merge_method: str = "merge"
 
 
 Handler = Callable[[Session, EventRow, dict[str, Any], HandlerContext], dict[str, Any]]
@@ -65,9 +67,13 @@ def handles(kind: str) -> Callable[[Handler], Handler]:
 
 def handlers() -> dict[str, Handler]:
     # Importing the modules that define handlers registers them.
-    from mergegate.service import changes  # noqa: F401
+    from mergegate.service import changes, merge, refresh  # noqa: F401
 
     return dict(_HANDLERS)
+
+
+#: Kinds that are not handled inside a claiming transaction (see ``service.checks``).
+LEASED_KINDS = ("check",)
 
 
 class Dispatcher:
@@ -81,7 +87,7 @@ class Dispatcher:
     def process_one(self) -> bool:
         """Handle the oldest due pending event; False when there was none."""
         with self.db.write() as session:
-            event = store.claim(session)
+            event = store.claim(session, exclude=LEASED_KINDS)
             if event is None:
                 return False
             handler = self.handlers.get(event.kind)

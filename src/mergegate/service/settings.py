@@ -16,7 +16,17 @@ from mergegate.forge.local.refrules import DEFAULT_PROTECTED
 from mergegate.store.db import normalize_url, sqlite_url
 
 CONFIG_FILE = "server.toml"
-_KEYS = {"protected_branches", "public_url", "admin_name", "hook_wait_s", "worker_poll_s", "database"}
+_KEYS = {
+    "protected_branches",
+    "public_url",
+    "admin_name",
+    "hook_wait_s",
+    "worker_poll_s",
+    "database",
+    "merge_method",
+    "check_workers",
+}
+MERGE_METHODS = ("merge", "squash", "rebase")
 
 
 class SettingsError(ValueError):
@@ -37,6 +47,10 @@ class ServerSettings:
     hook_wait_s: float = 10.0
     #: How often the event worker looks for work written by other processes.
     worker_poll_s: float = 0.1
+    #: The merge method of a change that does not ask for one.
+    merge_method: str = "merge"
+    #: Checks run concurrently (a slow check never holds up pushes, reviews or merges).
+    check_workers: int = 2
     extra: dict = field(default_factory=dict)
 
     @property
@@ -86,10 +100,22 @@ class ServerSettings:
                 hook_wait_s=float(values.get("hook_wait_s", settings.hook_wait_s)),
                 worker_poll_s=float(values.get("worker_poll_s", settings.worker_poll_s)),
                 database_url=str(values.get("database", "")),
+                merge_method=str(values.get("merge_method", settings.merge_method)),
+                check_workers=_int(values.get("check_workers", settings.check_workers), config, "check_workers"),
             )
+            if settings.merge_method not in MERGE_METHODS:
+                raise SettingsError(f"{config}: merge_method must be one of {', '.join(MERGE_METHODS)}")
+            if not 1 <= settings.check_workers <= 16:
+                raise SettingsError(f"{config}: check_workers must be between 1 and 16")
         return replace(
             settings,
             host=host or settings.host,
             port=port if port is not None else settings.port,
             database_url=normalize_url(database_url or settings.database_url or sqlite_url(data_dir / "mergegate.db")),
         )
+
+
+def _int(value: object, config: Path, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SettingsError(f"{config}: {key} must be a whole number")
+    return value

@@ -34,24 +34,48 @@ def result(row: EventRow) -> dict[str, Any] | None:
     return json.loads(row.result) if row.result else None
 
 
-def claim(session: Session) -> EventRow | None:
-    query = (
-        select(EventRow)
-        .where(EventRow.status == "pending", EventRow.available_at <= utcnow())
-        .order_by(EventRow.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    )
+def claim(session: Session, *, kinds: tuple[str, ...] | None = None, exclude: tuple[str, ...] = ()) -> EventRow | None:
+    """Lock the oldest due pending event (of ``kinds``, not of ``exclude``)."""
+    query = select(EventRow).where(EventRow.status == "pending", EventRow.available_at <= utcnow())
+    if kinds is not None:
+        query = query.where(EventRow.kind.in_(kinds))
+    if exclude:
+        query = query.where(EventRow.kind.not_in(exclude))
+    query = query.order_by(EventRow.id).limit(1).with_for_update(skip_locked=True)
     return session.execute(query).scalar_one_or_none()
+
+
+def lease(session: Session, row: EventRow, seconds: float) -> None:
+    """Keep a claimed event pending but out of reach for ``seconds`` while it is worked
+    on outside a transaction (a check run). If the worker dies, the lease runs out and
+    the event is claimed again: stored first, acted on until done."""
+    row.attempts += 1
+    row.available_at = utcnow() + timedelta(seconds=seconds)
+    row.updated_at = utcnow()
+    session.flush()
+
+
+def release_leases(session: Session, kinds: tuple[str, ...]) -> int:
+    """Make leased events of ``kinds`` due now (at start: their worker was this server,
+    and it is gone). Returns how many."""
+    query = select(EventRow).where(
+        EventRow.status == "pending", EventRow.kind.in_(kinds), EventRow.available_at > utcnow()
+    )
+    rows = list(session.execute(query.with_for_update()).scalars())
+    for row in rows:
+        row.available_at = utcnow()
+    session.flush()
+    return len(rows)
 
 
 def lock(session: Session, event_id: int) -> EventRow | None:
     return session.execute(select(EventRow).where(EventRow.id == event_id).with_for_update()).scalar_one_or_none()
 
 
-def finish(session: Session, row: EventRow, outcome: dict[str, Any]) -> None:
+def finish(session: Session, row: EventRow, outcome: dict[str, Any], *, count_attempt: bool = True) -> None:
     row.status = "done"
-    row.attempts += 1
+    if count_attempt:
+        row.attempts += 1
     row.result = json.dumps(outcome, sort_keys=True)
     row.last_error = None
     row.updated_at = utcnow()

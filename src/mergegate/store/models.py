@@ -19,6 +19,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -62,6 +63,13 @@ KINDS = ("human", "agent")
 ROLES = ("admin", "maintainer", "contributor")
 CHANGE_STATES = ("open", "merged", "abandoned")
 EVENT_STATUSES = ("pending", "done", "failed")
+MERGE_METHODS = ("merge", "squash", "rebase")
+CHECK_STATUSES = ("success", "failure", "error", "skipped", "pending")
+#: ``landing``: the gate's check of the commit that would land (the one that counts);
+#: ``head``: the gate's informational check of the change's head; ``posted``: a result
+#: some principal posted through the API (shown, never counted).
+CHECK_ROLES = ("landing", "head", "posted")
+REVIEW_STATES = ("approve", "request_changes", "comment")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -138,6 +146,26 @@ class ChangeRow(Base):
     last_pusher_id: Mapped[int] = mapped_column(ForeignKey("principals.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # -- the gate's facts (revision 0002) ----------------------------------------------
+    #: The gate sequence number of the last push (approvals must come after it).
+    last_push_seq: Mapped[int | None] = mapped_column(Integer)
+    merge_base_sha: Mapped[str | None] = mapped_column(String(64))
+    #: The review fingerprint of the current head (``GitRepo.review_fingerprint``).
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    #: The merge method asked for (``None``: the server's default).
+    merge_method: Mapped[str | None] = mapped_column(String(16))
+    #: The commit that would land, and what it was made from (``None`` while it cannot be made).
+    landing_sha: Mapped[str | None] = mapped_column(String(64))
+    landing_base_sha: Mapped[str | None] = mapped_column(String(64))
+    landing_head_sha: Mapped[str | None] = mapped_column(String(64))
+    landing_method: Mapped[str | None] = mapped_column(String(16))
+    #: Why no landing commit could be made (a conflict, in words).
+    landing_problem: Mapped[str | None] = mapped_column(Text)
+    #: The human who asked the gate to merge as soon as every rule is satisfied.
+    merge_when_ready_by: Mapped[str | None] = mapped_column(String(64))
+    merged_sha: Mapped[str | None] = mapped_column(String(64))
+    merged_by: Mapped[str | None] = mapped_column(String(128))
+    merged_at: Mapped[datetime | None] = mapped_column()
 
 
 class PatchsetRow(Base):
@@ -158,6 +186,8 @@ class PatchsetRow(Base):
     event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"))
     ref: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: The gate sequence number of this push (revision 0002).
+    sequence: Mapped[int | None] = mapped_column(Integer)
 
 
 class CommentRow(Base):
@@ -223,3 +253,116 @@ class AuditHeadRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class GateCounterRow(Base):
+    """The gate's one sequence counter (a single row, id 1), locked by each increment.
+
+    Pushes, reviews, dismissals and check results all take their ``sequence`` from it,
+    so "this approval came after that push" is a comparison of two numbers assigned in
+    commit order (the row lock serialises the transactions that take them), never of
+    two wall clocks.
+    """
+
+    __tablename__ = "gate_counter"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    value: Mapped[int] = mapped_column(Integer)
+
+
+class CheckRunRow(Base):
+    """One check result on one exact commit, keyed by (name, producer, commit).
+
+    Re-runs add rows; the highest ``sequence`` for a key is the result. Only rows whose
+    producer is the gate itself can satisfy a required check (see ``core.gate``).
+    """
+
+    __tablename__ = "check_runs"
+    __table_args__ = (
+        CheckConstraint(_in("status", CHECK_STATUSES), name="ck_check_runs_status"),
+        CheckConstraint(_in("role", CHECK_ROLES), name="ck_check_runs_role"),
+        Index("ix_check_runs_commit", "repo_id", "commit_sha"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id"))
+    change_id: Mapped[int | None] = mapped_column(ForeignKey("changes.id"), index=True)
+    commit_sha: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(100))
+    producer: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    role: Mapped[str] = mapped_column(String(16))
+    #: The base tip the gate checked against (for landing and head checks).
+    base_sha: Mapped[str | None] = mapped_column(String(64))
+    sequence: Mapped[int] = mapped_column(Integer)
+    summary: Mapped[str] = mapped_column(Text, default="")
+    #: The check report as JSON (``report.json_format``), for the gate's own runs.
+    decision: Mapped[str | None] = mapped_column(Text)
+    #: Security findings at or above the policy's blocking severity (gate runs only).
+    blocking_findings: Mapped[int | None] = mapped_column(Integer)
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReviewRow(Base):
+    """A review as submitted, bound to the review fingerprint the reviewer saw.
+
+    The dismissal columns are written once: by a maintainer, or by the gate when the
+    fingerprint moved on (``dismissed_by_gate``).
+    """
+
+    __tablename__ = "reviews"
+    __table_args__ = (CheckConstraint(_in("state", REVIEW_STATES), name="ck_reviews_state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    change_id: Mapped[int] = mapped_column(ForeignKey("changes.id"), index=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("principals.id"))
+    state: Mapped[str] = mapped_column(String(16))
+    body: Mapped[str] = mapped_column(Text, default="")
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    patchset: Mapped[int] = mapped_column(Integer)
+    head_sha: Mapped[str] = mapped_column(String(64))
+    sequence: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    dismissed_by: Mapped[str | None] = mapped_column(String(128))
+    dismissed_by_gate: Mapped[bool] = mapped_column(Boolean, default=False)
+    dismissal_reason: Mapped[str | None] = mapped_column(Text)
+    dismissal_sequence: Mapped[int | None] = mapped_column(Integer)
+    dismissed_at: Mapped[datetime | None] = mapped_column()
+
+
+class GroupRow(Base):
+    """A server-defined group that CODEOWNERS can name (``@security``, ``@org/team``)."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(130), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class GroupMemberRow(Base):
+    __tablename__ = "group_members"
+
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id"), primary_key=True)
+    principal_id: Mapped[int] = mapped_column(ForeignKey("principals.id"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class MergeLockRow(Base):
+    """One row per (repository, branch) that the gate merges into, locked by each merge.
+
+    ``SELECT … FOR UPDATE`` on it serialises merges into one branch on PostgreSQL even
+    across server processes (SQLite's write lock already does); ``tip`` records what
+    the last merge left the branch at.
+    """
+
+    __tablename__ = "merge_locks"
+
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id"), primary_key=True)
+    branch: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tip: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -16,12 +16,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from mergegate import __version__
+from mergegate.service.checks import CheckWorker
 from mergegate.service.errors import ServiceError
 from mergegate.service.events import Dispatcher, HandlerContext, Worker
 from mergegate.service.server import Server, prepare
 from mergegate.service.settings import ServerSettings
 from mergegate.web.git import GitEndpoint
-from mergegate.web.routers import admin, changes, repos, users
+from mergegate.web.routers import admin, changes, gate, groups, repos, reviews, users
 
 log = logging.getLogger("mergegate.web")
 
@@ -43,18 +44,26 @@ def _problem(status: int, reason: str, headers: dict[str, str] | None = None) ->
 def create_app(settings: ServerSettings, server: Server | None = None, *, start_worker: bool = True) -> FastAPI:
     """Build the app. ``server`` is the prepared data directory (prepared here if omitted)."""
     server = server or prepare(settings)
+    context = HandlerContext(server.forge, settings.url, merge_method=settings.merge_method)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        worker = None
+        worker = checker = None
         if start_worker:
-            dispatcher = Dispatcher(server.db, HandlerContext(server.forge, settings.url))
-            worker = Worker(dispatcher, poll_s=settings.worker_poll_s)
+            worker = Worker(Dispatcher(server.db, context), poll_s=settings.worker_poll_s)
             worker.start()
+            # Checks run in their own small pool: a slow check never holds up events.
+            checker = CheckWorker(
+                server.db, server.forge, workers=settings.check_workers, poll_s=settings.worker_poll_s
+            )
+            checker.start()
         app.state.worker = worker
+        app.state.checker = checker
         try:
             yield
         finally:
+            if checker is not None:
+                checker.stop()
             if worker is not None:
                 worker.stop()
             server.db.dispose()
@@ -69,12 +78,17 @@ def create_app(settings: ServerSettings, server: Server | None = None, *, start_
         lifespan=lifespan,
     )
     app.state.server = server
+    app.state.context = context
     app.state.worker = None
+    app.state.checker = None
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError):
         headers = {"WWW-Authenticate": 'Bearer realm="mergegate"'} if exc.status == 401 else None
-        return _problem(exc.status, exc.reason, headers)
+        response = _problem(exc.status, exc.reason, headers)
+        if word := getattr(exc, "error", None):
+            response = JSONResponse({"error": word, "reason": exc.reason}, exc.status, headers=headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
@@ -98,7 +112,8 @@ def create_app(settings: ServerSettings, server: Server | None = None, *, start_
         """Liveness: answers once the database is migrated and the app is up."""
         return {"ok": True, "version": __version__}
 
-    for router in (users.router, repos.router, changes.router, admin.router):
-        app.include_router(router)
+    routers = (users, repos, changes, reviews, gate, groups, admin)
+    for module in routers:
+        app.include_router(module.router)
     app.router.routes.append(Route("/git/{path:path}", GitEndpoint(), methods=["GET", "POST"]))
     return app

@@ -133,3 +133,132 @@ class EventOut(BaseModel):
     result: dict[str, Any] | None
     last_error: str | None
     created_at: str
+
+
+# -- the gate: reviews, checks, verdicts, merges, groups ------------------------------------
+
+
+class ReviewIn(_In):
+    state: str = Field(description="approve, request_changes or comment.")
+    body: str = ""
+    expected_head: str | None = Field(
+        None, description="The head commit you reviewed; refused (409) if the change has moved since."
+    )
+
+
+class ReviewOut(BaseModel):
+    id: int
+    change: int
+    reviewer: str
+    state: str
+    body: str
+    patchset: int
+    head: str
+    fingerprint: str
+    sequence: int
+    created_at: str
+    dismissed: bool
+    dismissed_by: str | None
+    dismissed_by_gate: bool
+    dismissal_reason: str | None
+
+
+class DismissIn(_In):
+    reason: str
+
+
+class CheckIn(_In):
+    name: str
+    status: str = Field(description="success, failure, error, skipped or pending.")
+    commit: str | None = Field(None, description="Defaults to the commit that would land.")
+    summary: str = ""
+
+
+class CheckOut(BaseModel):
+    id: int
+    name: str
+    producer: str
+    commit: str
+    base: str | None
+    role: str
+    status: str
+    summary: str
+    sequence: int
+    blocking_findings: int | None
+    counts: bool = Field(description="Whether the gate counts it: produced by the gate on the landing commit.")
+    created_at: str
+    updated_at: str
+
+
+class RuleOut(BaseModel):
+    rule: str
+    satisfied: bool
+    reason: str
+    details: list[str]
+
+
+class LandingOut(BaseModel):
+    commit: str | None
+    method: str | None
+    base: str | None
+    head: str | None
+    problem: str | None
+    current: bool
+
+
+class StatusOut(BaseModel):
+    change: int
+    repo: str
+    state: str
+    target_branch: str
+    base_tip: str | None
+    head: str
+    patchset: int
+    fingerprint: str | None
+    last_push_sequence: int | None
+    landing: LandingOut
+    merge_method: str | None
+    merge_when_ready_by: str | None
+    merged_sha: str | None
+    merged_by: str | None
+    policy: str
+    mergeable: bool
+    summary: str
+    rules: list[RuleOut]
+    approvers: list[str]
+    checks: list[CheckOut]
+    reviews: list[ReviewOut]
+
+
+class MergeIn(_In):
+    method: str | None = Field(None, description="merge, squash or rebase (changing it re-makes the landing commit).")
+
+
+class MergeOut(BaseModel):
+    change: int
+    merged: bool
+    branch: str
+    commit: str
+    tree: str
+    old: str
+    method: str | None
+    approvers: list[str]
+    merged_by: str
+    requested_by: str
+
+
+class WhenReadyOut(BaseModel):
+    change: int
+    merge_when_ready_by: str | None
+    method: str
+    note: str | None
+
+
+class GroupMembersIn(_In):
+    members: list[str] = Field(default_factory=list)
+
+
+class GroupOut(BaseModel):
+    name: str
+    members: list[str]
+    created_by: str | None

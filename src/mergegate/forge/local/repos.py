@@ -139,6 +139,19 @@ class BareRepo:
     def set_ref(self, ref: str, sha: str) -> None:
         self.git("update-ref", ref, sha)
 
+    def compare_and_swap(self, ref: str, new: str, old: str) -> bool:
+        """Move ``ref`` from ``old`` to ``new``; False (and nothing changed) if it is no
+        longer at ``old``. git holds the ref's lock while it compares, so of two racing
+        writers exactly one wins. This is the only way the gate writes a protected branch.
+        """
+        try:
+            self.update_refs([f"update {ref} {new} {old}"])
+            return True
+        except ForgeError:
+            if self.resolve(ref) != old:
+                return False  # somebody moved it first
+            raise
+
     def delete_ref_if(self, ref: str, expect: str) -> bool:
         """Delete ``ref`` only if it still points at ``expect`` (compare-and-swap)."""
         current = self.resolve(ref)
