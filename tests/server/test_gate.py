@@ -332,3 +332,38 @@ def test_request_changes_blocks_until_a_maintainer_dismisses_it(server: GateServ
     assert rule(st, "change_requests")["satisfied"] and st["mergeable"], st["summary"]
     (entry,) = [e for e in audit(server, "review.dismissed") if e["details"]["review"] == rid]
     assert entry["agent_id"] == alice.name and entry["details"]["reason"] == "tests were added in #12"
+
+
+def test_the_gate_rules_come_from_the_base_and_a_broken_base_policy_fails_closed(
+    server: GateServer, crew, tmp_path: Path
+):
+    alice, bob, carol = crew["alice"], crew["bob"], crew["carol"]
+    strict = "agents:\n  test-coverage: {enabled: false}\ngate:\n  required_approvals: 2\n"
+    repo = make_repo(server, tmp_path, unique("rules"), {".mergegate.yml": strict})
+    w = clone(server, repo, alice, tmp_path)
+    # The change lowers the bar for itself.
+    n = push_change(w, "feature/lower", {".mergegate.yml": strict.replace("2", "1"), "calc.py": CLEAN_CODE}, "Lower")
+    wait_checked(server, n)
+    assert review(server, bob.token, n).status_code == 201
+    st = status(server, n)
+    assert rule(st, "approvals")["reason"] == f"blocked: 1 of 2 required approvals ({bob.name})"
+    assert ".mergegate.yml is owned by the admins" in rule(st, "code_owners")["reason"]
+    assert review(server, carol.token, n).status_code == 201
+    assert rule(status(server, n), "approvals")["satisfied"]
+
+    # A base whose policy cannot be read: every check errors and the verdict says why.
+    broken = make_repo(server, tmp_path, unique("broken"), {".mergegate.yml": "thresholds:\n  auto_aprove: 0.5\n"})
+    w = clone(server, broken, alice, tmp_path)
+    w.commit({"calc.py": CLEAN_CODE}, "On a broken base")
+    pushed = w.push("HEAD:refs/for/main")  # direct branch pushes are refused while the policy is broken
+    assert pushed.returncode == 0, pushed.stderr
+    server.wait_idle(120)
+    (change,) = server.changes(broken)
+    st = status(server, change["number"])
+    policy = rule(st, "policy")
+    assert not policy["satisfied"] and "line 2: thresholds.auto_aprove: unknown key" in policy["reason"]
+    ours = [c for c in st["checks"] if c["producer"] == "mergegate" and c["commit"] == st["landing"]["commit"]]
+    assert ours and ours[-1]["status"] == "error"
+    assert "the check could not run" in ours[-1]["summary"] and "auto_aprove" in ours[-1]["summary"]
+    assert rule(st, "checks")["reason"].startswith("blocked: required check 'mergegate/check' errored on")
+    assert rule(st, "findings")["reason"].startswith("blocked: the number of blocking findings is unknown")

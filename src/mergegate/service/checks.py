@@ -184,6 +184,10 @@ class CheckWorker:
         return True
 
     def _claim(self) -> _Claimed | None:
+        # Look before locking: an idle poll then costs a read, not SQLite's write lock.
+        with self.db.read() as session:
+            if not event_store.due(session, CHECK_KIND):
+                return None
         with self.db.write() as session:
             event = event_store.claim(session, kinds=(CHECK_KIND,))
             if event is None:

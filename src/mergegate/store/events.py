@@ -45,6 +45,14 @@ def claim(session: Session, *, kinds: tuple[str, ...] | None = None, exclude: tu
     return session.execute(query).scalar_one_or_none()
 
 
+def due(session: Session, kind: str) -> bool:
+    """Whether a pending event of ``kind`` is due (a cheap read before claiming)."""
+    query = select(EventRow.id).where(
+        EventRow.status == "pending", EventRow.kind == kind, EventRow.available_at <= utcnow()
+    )
+    return session.execute(query.limit(1)).first() is not None
+
+
 def lease(session: Session, row: EventRow, seconds: float) -> None:
     """Keep a claimed event pending but out of reach for ``seconds`` while it is worked
     on outside a transaction (a check run). If the worker dies, the lease runs out and
