@@ -138,6 +138,9 @@ def _policy(bare: BareRepo, base_tip: str | None, branch: str) -> tuple[GateRule
 
 def _landing_rule(change: ChangeRow, base_tip: str | None) -> ServerRule:
     branch = change.target_branch
+    if change.state != "open":
+        landed = f" ({change.merged_sha[:12]} is on {branch})" if change.merged_sha else ""
+        return ServerRule("landing", False, f"nothing more lands: the change is {change.state}{landed}")
     if base_tip is None:
         return ServerRule("landing", False, f"blocked: the target branch {branch} does not exist")
     made_on_tip = change.landing_base_sha == base_tip and change.landing_head_sha == change.head_sha
