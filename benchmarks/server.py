@@ -1,0 +1,412 @@
+"""Benchmark ``mergegate serve``: pushes per second and push → verdict latency, SQLite vs PostgreSQL.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/server.py            # 1, 10 and 100 concurrent changes
+    .venv/bin/python benchmarks/server.py --quick    # 1, 10 and 30
+    .venv/bin/python benchmarks/server.py --write    # also appends/updates the block in docs/benchmarks.md
+
+Everything is real: two ``python -m mergegate serve`` processes (one on a fresh SQLite
+file, one on a fresh ``mg_bench_<uuid>`` PostgreSQL database, dropped afterwards), the
+git CLI pushing over HTTP, and the gate's own checks. For each level N, N one-line
+changes are pushed at once, each by its own ``git push`` to its own branch (so each push
+opens a change). The levels alternate between the two servers (SQLite N, PostgreSQL N,
+then the next N) so that the ratios compare measurements taken a minute apart at most.
+
+- **pushes per second**: N ÷ the time from starting the N pushes to the last change
+  being open (the push event handled: change row, landing commit, check events queued);
+- **push → verdict**: per change, from its ``git push`` returning to ``GET
+  /api/changes/{n}/status`` showing a result of the gate's ``mergegate/check`` on the
+  change's current landing commit (p50 and p95 over the N changes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.server.conftest import GateServer, git_env  # noqa: E402  (the same server fixture the tests use)
+
+DOC = ROOT / "docs" / "benchmarks.md"
+LAST_RUN = Path(__file__).resolve().parent / ".work" / "last-server-run.json"
+START, END = "<!-- benchmarks/server.py: start -->", "<!-- benchmarks/server.py: end -->"
+PG_ADMIN_URL = os.environ.get("MERGEGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+BACKENDS = ("sqlite", "postgresql")
+
+#: The base policy: only the two cheap agents, so the numbers are about the gate (events,
+#: landing commits, check scheduling, the database), not about ruff, bandit or the tests.
+BASE_POLICY = (
+    "agents:\n"
+    "  test-coverage: {enabled: false}\n"
+    "  security-scan: {enabled: false}\n"
+    "  secrets: {enabled: false}\n"
+    "  llm-review: {enabled: false}\n"
+)
+OPENED = re.compile(r"change (\d+) opened")
+
+
+@contextlib.contextmanager
+def fresh_database(backend: str, directory: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        directory.mkdir(parents=True, exist_ok=True)
+        yield f"sqlite:///{directory / 'mergegate.db'}"
+        return
+    import psycopg
+
+    name = f"mg_bench_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def git(env: dict, *args: str, cwd: Path | None = None, stdin: str | None = None) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, env=env, input=stdin, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"git {' '.join(args)} failed: {proc.stderr}")
+    return proc.stdout.strip()
+
+
+@dataclass
+class Bench:
+    """One server with a repository and a pusher."""
+
+    backend: str
+    server: GateServer
+    repo: str
+    user: str
+    token: str
+    src: Path
+    env: dict
+    main: str
+    made: int = 0
+
+    @property
+    def push_url(self) -> str:
+        return self.server.clone_url(self.repo, self.user, self.token)
+
+    def commits(self, n: int, tag: str) -> list[tuple[str, str]]:
+        """n commits on top of main, each adding one one-line file; (branch, sha) pairs,
+        made in one ``git fast-import`` so that preparing them costs nothing measurable."""
+        stream = []
+        branches = []
+        for i in range(n):
+            self.made += 1
+            branch = f"bench/{tag}-{i}"
+            body = f"VALUE_{self.made} = {self.made}\n"
+            msg = f"Add value {self.made}\n"
+            stream += [
+                f"commit refs/heads/{branch}",
+                f"mark :{self.made}",
+                "committer Bench <bench@example.com> 1700000000 +0000",
+                f"data {len(msg.encode())}",
+                msg.rstrip("\n"),
+                f"from {self.main}",
+                f"M 100644 inline values/v{self.made}.py",
+                f"data {len(body.encode())}",
+                body,
+            ]
+            branches.append(branch)
+        git(self.env, "fast-import", "--quiet", cwd=self.src, stdin="\n".join(stream) + "\n")
+        return [(b, git(self.env, "rev-parse", f"refs/heads/{b}", cwd=self.src)) for b in branches]
+
+
+def setup(backend: str, root: Path, stack: contextlib.ExitStack) -> Bench:
+    root.mkdir(parents=True, exist_ok=True)
+    url = stack.enter_context(fresh_database(backend, root / "db"))
+    server = GateServer(data_dir=root / "data", database_url=url)
+    server.start(timeout=60)
+    stack.callback(server.stop)
+    env = git_env(root / "home")
+    src = root / "src"
+    git(env, "init", "-q", "-b", "main", str(src))
+    (src / ".mergegate.yml").write_text(BASE_POLICY)
+    (src / "README.md").write_text("benchmark\n")
+    git(env, "add", "-A", cwd=src)
+    git(env, "commit", "-q", "-m", "Initial", cwd=src)
+    server.create_repo("bench", str(src))
+    token = server.add_principal("pusher", "agent", "contributor", email="pusher@example.com")
+    return Bench(backend, server, "bench", "pusher", token, src, env, git(env, "rev-parse", "HEAD", cwd=src))
+
+
+@dataclass
+class Level:
+    backend: str
+    n: int
+    wall_s: float = 0.0  # first push started → last change open
+    push_s: list[float] = field(default_factory=list)  # each git push's own duration
+    latency_s: list[float] = field(default_factory=list)  # push returned → landing check result visible
+    from_start_s: list[float] = field(default_factory=list)  # push started → landing check result visible
+    statuses: dict[str, int] = field(default_factory=dict)
+    failed_pushes: int = 0
+    poll_sweep_s: float = 0.0
+    load: float = 0.0
+
+    @property
+    def pushes_per_s(self) -> float:
+        return self.n / self.wall_s
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))]
+
+
+def run_level(bench: Bench, n: int, clients: int) -> Level:
+    level = Level(bench.backend, n)
+    pairs = bench.commits(n, f"{n}-{uuid.uuid4().hex[:6]}")
+    by_branch: dict[str, dict] = {b: {"sha": sha} for b, sha in pairs}
+    lock = threading.Lock()
+    started = time.monotonic()
+
+    def push(branch: str) -> None:
+        t0 = time.monotonic()
+        with lock:
+            by_branch[branch]["started_at"] = t0
+        proc = subprocess.run(
+            ["git", "push", "-q", bench.push_url, f"{by_branch[branch]['sha']}:refs/heads/{branch}"],
+            cwd=bench.src,
+            env=bench.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        t1 = time.monotonic()
+        with lock:
+            rec = by_branch[branch]
+            rec["push_s"], rec["pushed_at"], rec["ok"] = t1 - t0, t1, proc.returncode == 0
+            if proc.returncode != 0:
+                rec["error"] = proc.stderr[-500:]
+            if found := OPENED.search(proc.stderr):
+                rec["number"], rec["opened_at"] = int(found.group(1)), t1
+
+    pool = ThreadPoolExecutor(max_workers=min(n, clients))
+    futures = [pool.submit(push, b) for b in by_branch]
+
+    # One poller: find change numbers for pushes that returned before their change was
+    # reported (hook_wait_s ran out), and poll each pushed change's status until the
+    # gate's check of its landing commit has a result.
+    sweeps = []
+    with bench.server.admin() as api:
+        while True:
+            sweep_start = time.monotonic()
+            with lock:
+                recs = list(by_branch.items())
+            if any("number" not in r and r.get("ok") for _, r in recs):
+                listing = api.get("/api/changes", params={"repo": bench.repo}).json()
+                now = time.monotonic()
+                with lock:
+                    for ch in listing:
+                        rec = by_branch.get(ch["source_ref"].removeprefix("refs/heads/"))
+                        if rec is not None and "number" not in rec:
+                            rec["number"], rec["opened_at"] = ch["number"], now
+            pending = polled = 0
+            for _, rec in recs:
+                if "verdict_at" in rec or (rec.get("ok") is False):
+                    continue
+                if "number" not in rec or "pushed_at" not in rec:
+                    pending += 1
+                    continue
+                polled += 1
+                st = api.get(f"/api/changes/{rec['number']}/status").json()
+                landing = (st.get("landing") or {}).get("commit")
+                ours = [c for c in st.get("checks", []) if c["commit"] == landing and c["producer"] == "mergegate"]
+                if landing and st["landing"].get("current") and ours and all(c["status"] != "pending" for c in ours):
+                    rec["verdict_at"], rec["status"] = time.monotonic(), ours[-1]["status"]
+                else:
+                    pending += 1
+            if polled:
+                sweeps.append(time.monotonic() - sweep_start)
+            if not pending:
+                break
+            if time.monotonic() - started > 900:
+                raise SystemExit(f"{bench.backend} N={n}: no verdict after 900 s for {pending} changes")
+            time.sleep(0.05)
+    pool.shutdown()
+    for f in futures:
+        f.result()
+    recs = list(by_branch.values())
+    ok = [r for r in recs if r.get("ok")]
+    level.failed_pushes = len(recs) - len(ok)
+    for r in recs:
+        if not r.get("ok"):
+            print(f"  push failed: {r.get('error')}", file=sys.stderr)
+    level.wall_s = max(r["opened_at"] for r in ok) - started
+    level.push_s = [r["push_s"] for r in ok]
+    level.latency_s = [r["verdict_at"] - r["pushed_at"] for r in ok]
+    level.from_start_s = [r["verdict_at"] - r["started_at"] for r in ok]
+    for r in ok:
+        level.statuses[r["status"]] = level.statuses.get(r["status"], 0) + 1
+    level.poll_sweep_s = statistics.median(sweeps or [0.0])
+    level.load = os.getloadavg()[0]
+    bench.server.wait_idle(900)  # the heads' (informational) checks too, before the next level
+    return level
+
+
+def hook_cost(bench: Bench, runs: int = 5) -> float:
+    """Median wall time of starting the receive hook's interpreter (``python -m
+    mergegate.forge.local.hooks --help``-like: import and exit), the fixed cost a push pays twice."""
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import mergegate.forge.local.hooks"], capture_output=True, check=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+# -- report ----------------------------------------------------------------------------
+
+
+def _commit() -> str:
+    def g(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    sha = g("rev-parse", "--short", "HEAD") or "unknown"
+    return sha + (" (with uncommitted changes)" if g("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def render(levels: dict[tuple[str, int], Level], ns: list[int], clients: int, load: tuple, hook_s: float) -> str:
+    cpus = os.cpu_count() or 1
+    peak = max([*load, *(lv.load for lv in levels.values())])
+    lines = [
+        f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC · one run per level · {cpus} CPUs · "
+        f"Python {platform.python_version()} · {platform.system()} {platform.release()} · "
+        f"git {subprocess.run(['git', '--version'], capture_output=True, text=True).stdout.split()[-1]} · "
+        f"mergegate {_commit()} · 1-min load average {load[0]:.2f} before, {load[1]:.2f} after, "
+        f"{peak:.2f} at the highest",
+        "",
+    ]
+    if peak > cpus:
+        lines += [
+            f"**Warning:** the load average exceeded the {cpus} CPUs during this run (other work on the "
+            "machine, and the benchmark's own git clients and checks); seconds are inflated and noisy, "
+            "the ratios less so.",
+            "",
+        ]
+    lines += [
+        f"Server defaults (`check_workers` 2, `hook_wait_s` 10, `worker_poll_s` 0.1); at most {clients} git "
+        f"clients at once; starting the hook's interpreter costs {hook_s:.2f} s here (twice per push).",
+        "",
+        "| concurrent changes | backend | pushes/s | git push p50 | push → verdict p50 | p95 "
+        "| push start → verdict p50 | p95 | results |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for n in ns:
+        for b in BACKENDS:
+            lv = levels[(b, n)]
+            res = ", ".join(f"{k} {v}" for k, v in sorted(lv.statuses.items()))
+            if lv.failed_pushes:
+                res += f", **{lv.failed_pushes} pushes failed**"
+            lines.append(
+                f"| {n} | {b} | {lv.pushes_per_s:.2f} | {pct(lv.push_s, 0.5):.2f} s "
+                f"| {pct(lv.latency_s, 0.5):.2f} s | {pct(lv.latency_s, 0.95):.2f} s "
+                f"| {pct(lv.from_start_s, 0.5):.2f} s | {pct(lv.from_start_s, 0.95):.2f} s | {res} |"
+            )
+    lines += [
+        "",
+        "Ratios within the run:",
+        "",
+        "| concurrent changes | pushes/s PostgreSQL ÷ SQLite | verdict p50 PostgreSQL ÷ SQLite "
+        "| verdict p95 PostgreSQL ÷ SQLite |",
+        "|---:|---:|---:|---:|",
+    ]
+    for n in ns:
+        s, p = levels[("sqlite", n)], levels[("postgresql", n)]
+        lines.append(
+            f"| {n} | {p.pushes_per_s / s.pushes_per_s:.2f} | {pct(p.latency_s, 0.5) / pct(s.latency_s, 0.5):.2f} "
+            f"| {pct(p.latency_s, 0.95) / pct(s.latency_s, 0.95):.2f} |"
+        )
+    lines += [
+        "",
+        "| backend | " + " | ".join(f"pushes/s {n} ÷ 1 | verdict p50 {n} ÷ 1" for n in ns[1:]) + " |",
+        "|---|" + "---:|---:|" * len(ns[1:]),
+    ]
+    for b in BACKENDS:
+        one = levels[(b, ns[0])]
+        cells = []
+        for n in ns[1:]:
+            lv = levels[(b, n)]
+            cells += [
+                f"{lv.pushes_per_s / one.pushes_per_s:.2f}",
+                f"{pct(lv.latency_s, 0.5) / pct(one.latency_s, 0.5):.2f}",
+            ]
+        lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    sweeps = ", ".join(f"{b} N={n}: {levels[(b, n)].poll_sweep_s:.2f} s" for n in ns for b in BACKENDS)
+    lines += [
+        "",
+        f"Latency resolution: one poller sweeps every outstanding change's status in turn (median sweep: {sweeps}).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(table: str) -> None:
+    text = DOC.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise SystemExit(f"{DOC} lacks the markers {START} / {END}")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    DOC.write_text(f"{head}{START}\n{table}{END}{tail}", encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="levels 1, 10, 30 instead of 1, 10, 100")
+    parser.add_argument("--levels", help="comma-separated concurrency levels (default 1,10,100)")
+    parser.add_argument("--clients", type=int, default=100, help="most git clients at once (default 100)")
+    parser.add_argument("--write", action="store_true", help=f"update {DOC.relative_to(ROOT)}")
+    args = parser.parse_args()
+    ns = [int(x) for x in args.levels.split(",")] if args.levels else ([1, 10, 30] if args.quick else [1, 10, 100])
+
+    load_before = os.getloadavg()[0]
+    levels: dict[tuple[str, int], Level] = {}
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mergegate-server-bench-") as tmp, contextlib.ExitStack() as stack:
+        benches = {b: setup(b, Path(tmp) / b, stack) for b in BACKENDS}
+        hook_s = hook_cost(benches["sqlite"])
+        for b in BACKENDS:  # warm-up: one change each, untimed
+            run_level(benches[b], 1, 1)
+        for n in ns:
+            for b in BACKENDS:
+                lv = run_level(benches[b], n, args.clients)
+                levels[(b, n)] = lv
+                print(
+                    f"  {b} N={n}: {lv.pushes_per_s:.2f} pushes/s, verdict p50 {pct(lv.latency_s, 0.5):.2f} s "
+                    f"p95 {pct(lv.latency_s, 0.95):.2f} s, load {lv.load:.2f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    print(f"measured in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    table = render(levels, ns, args.clients, (load_before, os.getloadavg()[0]), hook_s)
+    LAST_RUN.parent.mkdir(parents=True, exist_ok=True)
+    LAST_RUN.write_text(json.dumps({f"{b}-{n}": vars(lv) for (b, n), lv in levels.items()}, indent=1))
+    print(table)
+    if args.write:
+        write_doc(table)
+        print(f"updated {DOC.relative_to(ROOT)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
