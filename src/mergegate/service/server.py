@@ -14,9 +14,11 @@ from mergegate.forge.local import hooks
 from mergegate.forge.local.repos import Forge, ForgeError
 from mergegate.service.accounts import AdminBootstrap, ensure_admin
 from mergegate.service.settings import ServerSettings
+from mergegate.store import changes as change_store
 from mergegate.store import migrate
 from mergegate.store import repos as repo_store
 from mergegate.store.db import Database
+from mergegate.store.models import RepoRow
 
 log = logging.getLogger("mergegate.server")
 
@@ -48,4 +50,36 @@ def prepare(settings: ServerSettings) -> Server:
         except ForgeError:
             missing.append(name)
             log.error("repository %s is in the database but has no directory under %s", name, settings.repos_dir)
+    reconcile_merges(db, forge)
     return Server(settings, db, forge, admin, missing)
+
+
+def reconcile_merges(db: Database, forge: Forge) -> list[int]:
+    """Record merges git did but the database never committed (a crash between the two).
+
+    The gate moves a protected branch by compare-and-swap *before* its transaction
+    commits; a kill -9 in between leaves the branch at the landing commit and the change
+    open. Only the gate writes protected branches, so a landing commit found on its
+    target branch did land: mark the change merged, audited as a gate reconciliation.
+    """
+    from mergegate.service.merge import reconcile  # the handlers load only when needed
+    from mergegate.service.refresh import BASE_MOVED
+    from mergegate.store import events as event_store
+
+    done: list[int] = []
+    with db.write() as session:
+        for change in change_store.list_changes(session, state="open"):
+            if not change.landing_sha:
+                continue
+            repo = session.get(RepoRow, change.repo_id)
+            try:
+                bare = forge.open(repo.name)
+            except ForgeError:
+                continue
+            tip = bare.resolve(f"refs/heads/{change.target_branch}")
+            if reconcile(session, bare, change, tip):
+                log.warning("change %s had landed on %s before a crash; recorded it as merged", change.id, tip)
+                done.append(change.id)
+                # The other open changes into that branch now re-land on its new tip.
+                event_store.enqueue(session, BASE_MOVED, {"repo": repo.name, "branch": change.target_branch})
+    return done
