@@ -19,6 +19,7 @@ import functools
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,7 +55,9 @@ def _timed_sync(name: str, fn):
             return fn(*args, **kwargs)
         finally:
             active.discard(name)
-            TIMES[f"{name} [{threading.current_thread().name}]"].append(time.perf_counter() - started)
+            # asyncio's worker threads are numbered in start order, which varies: name the kind only.
+            where = "main thread" if threading.current_thread() is threading.main_thread() else "worker thread"
+            TIMES[f"{name} [{where}]"].append(time.perf_counter() - started)
 
     return wrapper
 
@@ -86,27 +89,31 @@ def instrument() -> None:
     tc.prepare_environment = _timed_async("test environment (setup or reuse)", tc.prepare_environment)
 
 
-def incremental_export(path: Path) -> dict:
+def incremental_export(path: Path, rounds: int = 3) -> dict:
     """What exporting the head tree costs when a persistent export is updated instead.
 
     ``git read-tree -m -u OLD NEW`` with an index of its own rewrites only the paths that
-    differ between the trees, so the cost follows the diff. Timed here on a throw-away
-    directory: a full export of ``main`` (the cache's initial fill, also timed) and then
-    the update to ``change``. This measures a proposed design; mergegate does not do it.
+    differ between the trees, so the cost follows the diff. Timed here on throw-away
+    directories, ``rounds`` times (medians): a full export of ``main`` (the cache's
+    initial fill) and then the update to ``change``. This measures a proposed design;
+    mergegate does not do it.
     """
-    with tempfile.TemporaryDirectory(prefix="mergegate-incremental-") as tmp:
-        tree = Path(tmp) / "tree"
-        tree.mkdir()
-        env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+    full, update = [], []
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory(prefix="mergegate-incremental-") as tmp:
+            tree = Path(tmp) / "tree"
+            tree.mkdir()
+            env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
 
-        def git(*args: str) -> float:
-            started = time.perf_counter()
-            subprocess.run(["git", f"--work-tree={tree}", *args], cwd=path, env=env, check=True, capture_output=True)
-            return time.perf_counter() - started
+            def git(*args: str, tree: Path = tree, env: dict = env) -> float:
+                started = time.perf_counter()
+                cmd = ["git", f"--work-tree={tree}", *args]
+                subprocess.run(cmd, cwd=path, env=env, check=True, capture_output=True)
+                return time.perf_counter() - started
 
-        full = git("read-tree", "--reset", "-u", "main")
-        update = git("read-tree", "-m", "-u", "main", "change")
-    return {"full_export_s": full, "update_s": update}
+            full.append(git("read-tree", "--reset", "-u", "main"))
+            update.append(git("read-tree", "-m", "-u", "main", "change"))
+    return {"full_export_s": statistics.median(full), "update_s": statistics.median(update), "rounds": rounds}
 
 
 def breakdown(repo_name: str, agents: list[str] | None) -> dict:

@@ -127,9 +127,9 @@ def measure(repos: list[BenchRepo], agents: list[str], reps: int, seed: int) -> 
     return results
 
 
-def phase_breakdown(repo: str, incremental: bool) -> dict:
+def phase_breakdown(repo: str, agents: list[str], incremental: bool) -> dict:
     """One instrumented check (``breakdown.py``) in its own process: where the time goes."""
-    cmd = [sys.executable, str(Path(__file__).with_name("breakdown.py")), repo, "--json"]
+    cmd = [sys.executable, str(Path(__file__).with_name("breakdown.py")), repo, "--json", "--agents", ",".join(agents)]
     proc = subprocess.run([*cmd, *(["--incremental"] if incremental else [])], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"breakdown.py {repo} failed:\n{proc.stderr}")
@@ -232,9 +232,9 @@ def render_breakdown(small: dict, large: dict) -> list[str]:
     if inc := large.get("incremental"):
         lines += [
             "",
-            f"For comparison, on the large repository: a full export of the tree with git took "
-            f"{inc['full_export_s']:.2f} s here, while updating an existing export from `main` to `change` "
-            f"with its own index (`git read-tree -m -u main change`) took {inc['update_s']:.3f} s. "
+            f"For comparison, on the large repository (median of {inc['rounds']}): a full export of the tree "
+            f"with git took {inc['full_export_s']:.2f} s here, while updating an existing export from `main` to "
+            f"`change` with its own index (`git read-tree -m -u main change`) took {inc['update_s']:.3f} s. "
             "That is a measurement of a proposed design, not of what mergegate does today.",
         ]
     return lines
@@ -341,7 +341,7 @@ def main() -> None:
     phases = None
     if not args.no_breakdown:
         print("  instrumented checks (breakdown.py)", file=sys.stderr)
-        phases = (phase_breakdown("small", False), phase_breakdown("large", True))
+        phases = (phase_breakdown("small", agents, False), phase_breakdown("large", agents, True))
     print(f"measured in {time.monotonic() - started:.0f} s", file=sys.stderr)
     table = render(results, agents, reps, startup, (load_before, load_after), phases)
     raw = {
