@@ -5,10 +5,18 @@ clean one while the agent's changes stay blocked. The checks are the demo's real
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
 import pytest
 
 from mergegate.service import demo_server
-from tests.server.conftest import GateServer
+from tests.server.conftest import GateServer, free_port
 from tests.server.gate_helpers import branch_tip, rule
 from tests.server.test_cli import cli
 
@@ -71,8 +79,11 @@ def test_the_table_states_every_verdict(seeded):
     assert rows["clean"][2] == demo_server.MAINTAINER
     assert {rows[k][2] for k in ("sqli", "weak-test", "policy")} == {demo_server.AGENT}
     assert rows["clean"][3] == "success"
-    assert rows["clean"][4].startswith("approvals: no approvals yet")
-    assert rows["sqli"][3] == "failure" and "checks:" in rows["sqli"][4]
+    assert rows["clean"][4].startswith("blocked only on a human approval")
+    assert rows["sqli"][3] == "failure" and rows["sqli"][4].startswith("blocked: checks:")
+    assert "B608" in demo_server.verdict_words(seeded.statuses["sqli"])
+    assert rows["weak-test"][3] == "failure" and rows["weak-test"][4].startswith("blocked: checks:")
+    assert "code_owners: .mergegate.yml is owned by the admins" in rows["policy"][4]
 
 
 def test_sam_approves_and_merges_the_clean_change_and_the_agent_cannot(server: GateServer, seeded):
@@ -93,3 +104,36 @@ def test_sam_approves_and_merges_the_clean_change_and_the_agent_cannot(server: G
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert branch_tip(server, seeded.repo) == landing
     assert server.change(n)["state"] == "merged"
+
+
+def test_demo_serve_seeds_prints_the_commands_and_stops_on_ctrl_c(tmp_path):
+    port = free_port()
+    data = tmp_path / "data"
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    cmd = [sys.executable, "-m", "mergegate", "demo", "--serve", "--data", str(data), "--port", str(port)]
+    out = tmp_path / "demo.out"
+    with open(out, "wb") as stdout:
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 900
+        while "Serving until Ctrl-C." not in out.read_text():
+            assert proc.poll() is None, out.read_text()
+            assert time.monotonic() < deadline, out.read_text()
+            time.sleep(0.5)
+        text = out.read_text()
+        for title in ("Count users", "Simplify the user lookup", "Fix a flaky test", "Make the gate advisory"):
+            assert title in text
+        assert "blocked only on a human approval" in text
+        token = re.search(rf"export MERGEGATE_URL=http://127.0.0.1:{port} MERGEGATE_TOKEN=(\S+)", text).group(1)
+        approve = re.search(r"(\S*mergegate\S*(?: -m mergegate)?) change approve (\d+)", text)
+        assert approve, text
+        url = f"http://127.0.0.1:{port}"
+        proc_status = cli("change", "status", approve.group(2), token=token, url=url)
+        assert proc_status.returncode == 1 and "blocked" in proc_status.stdout, proc_status.stdout
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    assert proc.returncode == 0, out.read_text()
+    assert "stopping the server" in out.read_text()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)

@@ -226,6 +226,22 @@ def _find_change(api: httpx.Client, branch: str, *, timeout: float) -> int:
         time.sleep(0.2)
 
 
+def short_verdict(status: dict[str, Any], width: int = 90) -> str:
+    """The verdict for a table cell: what blocks, besides the approval every change awaits."""
+    if status["state"] != "open":
+        return status["state"]
+    if status["mergeable"]:
+        return "mergeable"
+    blocked = [r for r in status["rules"] if not r["satisfied"]]
+    others = [r for r in blocked if r["rule"] != "approvals"]
+    if not others:
+        return "blocked only on a human approval (not the author's, not the last pusher's)"
+    words = "; ".join(f"{r['rule']}: {r['reason'].removeprefix('blocked: ')}" for r in others)
+    if len(words) > width:
+        words = words[: width - 1].rstrip() + "…"
+    return f"blocked: {words}"
+
+
 def table(seeded: Seeded) -> list[tuple[str, str, str, str, str]]:
     """Rows of (change, key, author, gate check, verdict in words)."""
     authors = {c.key: c.author for c in CHANGES}
@@ -235,5 +251,5 @@ def table(seeded: Seeded) -> list[tuple[str, str, str, str, str]]:
         st = seeded.statuses[key]
         check = checked(st)
         result = check["status"] if check else "pending"
-        rows.append((f"{n}", f"{titles[key]} ({key})", authors[key], result, verdict_words(st)))
+        rows.append((f"{n}", f"{titles[key]} ({key})", authors[key], result, short_verdict(st)))
     return rows
