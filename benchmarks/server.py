@@ -169,11 +169,24 @@ class Level:
     def pushes_per_s(self) -> float:
         return self.n / self.wall_s
 
+    def verdict(self, q: float, from_start: bool = False) -> float:
+        """Percentile of push → verdict; a change without a verdict counts as infinitely late."""
+        seen = [v for v in (self.from_start_s if from_start else self.latency_s) if v == v]  # drop NaN
+        return pct(seen + [float("inf")] * self.no_verdict, q)
+
 
 def pct(values: list[float], q: float) -> float:
     """Nearest-rank percentile."""
-    ordered = sorted(values)
+    ordered = sorted(values) or [float("nan")]
     return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))]
+
+
+def secs(value: float) -> str:
+    return "none in time" if value == float("inf") else f"{value:.2f} s"
+
+
+def ratio(a: float, b: float) -> str:
+    return "n/a" if float("inf") in (a, b) or not b else f"{a / b:.2f}"
 
 
 def run_level(bench: Bench, n: int, clients: int, verdict_timeout: float) -> Level:
@@ -353,8 +366,8 @@ def render(
                 res += f", **{lv.no_verdict} without a verdict**"
             lines.append(
                 f"| {n} | {b} | {lv.pushes_per_s:.2f} | {pct(lv.push_s, 0.5):.2f} s "
-                f"| {pct(lv.latency_s, 0.5):.2f} s | {pct(lv.latency_s, 0.95):.2f} s "
-                f"| {pct(lv.from_start_s, 0.5):.2f} s | {pct(lv.from_start_s, 0.95):.2f} s | {res} |"
+                f"| {secs(lv.verdict(0.5))} | {secs(lv.verdict(0.95))} "
+                f"| {secs(lv.verdict(0.5, True))} | {secs(lv.verdict(0.95, True))} | {res} |"
             )
     lines += [
         "",
@@ -367,8 +380,8 @@ def render(
     for n in ns:
         s, p = levels[("sqlite", n)], levels[("postgresql", n)]
         lines.append(
-            f"| {n} | {p.pushes_per_s / s.pushes_per_s:.2f} | {pct(p.latency_s, 0.5) / pct(s.latency_s, 0.5):.2f} "
-            f"| {pct(p.latency_s, 0.95) / pct(s.latency_s, 0.95):.2f} |"
+            f"| {n} | {p.pushes_per_s / s.pushes_per_s:.2f} | {ratio(p.verdict(0.5), s.verdict(0.5))} "
+            f"| {ratio(p.verdict(0.95), s.verdict(0.95))} |"
         )
     lines += [
         "",
@@ -382,7 +395,7 @@ def render(
             lv = levels[(b, n)]
             cells += [
                 f"{lv.pushes_per_s / one.pushes_per_s:.2f}",
-                f"{pct(lv.latency_s, 0.5) / pct(one.latency_s, 0.5):.2f}",
+                ratio(lv.verdict(0.5), one.verdict(0.5)),
             ]
         lines.append(f"| {b} | " + " | ".join(cells) + " |")
     sweeps = ", ".join(f"{b} N={n}: {levels[(b, n)].poll_sweep_s:.2f} s" for n in ns for b in BACKENDS)
@@ -416,8 +429,19 @@ def main() -> None:
         "--verdict-timeout", type=float, default=120, help="seconds after the last push to wait for verdicts"
     )
     parser.add_argument("--write", action="store_true", help=f"update {DOC.relative_to(ROOT)}")
+    parser.add_argument("--render", action="store_true", help=f"only re-render {LAST_RUN.name} (no measuring)")
     args = parser.parse_args()
     ns = [int(x) for x in args.levels.split(",")] if args.levels else ([1, 10, 30] if args.quick else [1, 10, 100])
+    if args.render:
+        saved = json.loads(LAST_RUN.read_text())
+        meta = saved.pop("meta")
+        levels = {(lv["backend"], lv["n"]): Level(**lv) for lv in saved.values()}
+        args_ = (meta["ns"], meta["clients"], tuple(meta["load"]), meta["hook_s"], meta["timeout"], meta["errors"])
+        table = render(levels, *args_)
+        print(table)
+        if args.write:
+            write_doc(table)
+        return
 
     load_before = os.getloadavg()[0]
     levels: dict[tuple[str, int], Level] = {}
@@ -432,16 +456,19 @@ def main() -> None:
                 lv = run_level(benches[b], n, args.clients, args.verdict_timeout)
                 levels[(b, n)] = lv
                 print(
-                    f"  {b} N={n}: {lv.pushes_per_s:.2f} pushes/s, verdict p50 {pct(lv.latency_s, 0.5):.2f} s "
-                    f"p95 {pct(lv.latency_s, 0.95):.2f} s, load {lv.load:.2f}",
+                    f"  {b} N={n}: {lv.pushes_per_s:.2f} pushes/s, verdict p50 {secs(lv.verdict(0.5))} "
+                    f"p95 {secs(lv.verdict(0.95))}, load {lv.load:.2f}",
                     file=sys.stderr,
                     flush=True,
                 )
         errors = {b: server_errors(benches[b].server) for b in BACKENDS}
     print(f"measured in {time.monotonic() - started:.0f} s", file=sys.stderr)
-    table = render(levels, ns, args.clients, (load_before, os.getloadavg()[0]), hook_s, args.verdict_timeout, errors)
+    load = (load_before, os.getloadavg()[0])
+    table = render(levels, ns, args.clients, load, hook_s, args.verdict_timeout, errors)
     LAST_RUN.parent.mkdir(parents=True, exist_ok=True)
-    LAST_RUN.write_text(json.dumps({f"{b}-{n}": vars(lv) for (b, n), lv in levels.items()}, indent=1))
+    meta = {"ns": ns, "clients": args.clients, "load": load, "hook_s": hook_s, "timeout": args.verdict_timeout}
+    saved = {f"{b}-{n}": vars(lv) for (b, n), lv in levels.items()}
+    LAST_RUN.write_text(json.dumps({**saved, "meta": {**meta, "errors": errors}}, indent=1))
     print(table)
     if args.write:
         write_doc(table)
