@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -181,6 +181,80 @@ class RuntimeSettings(_Strict):
     protected_paths: tuple[str, ...] = ()
 
 
+class ModelPrice(_Strict):
+    """What a model costs, in US dollars per million tokens (``0`` for a local model)."""
+
+    input_per_mtok: float = Field(..., ge=0)
+    output_per_mtok: float = Field(..., ge=0)
+    #: Input tokens served from the provider's prompt cache (default: the input price).
+    cached_input_per_mtok: float | None = Field(None, ge=0)
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class ModelEndpoint(_Strict):
+    """One model backend: where it is and which model to ask.
+
+    Never a credential: ``api_key_env`` names the environment variable that holds the key,
+    read when a run starts. A policy is committed to the repository, so a key written
+    here would be a leaked key.
+    """
+
+    provider: Literal["openai-compatible", "openai", "anthropic"] = "openai-compatible"
+    model: str = Field(..., min_length=1, max_length=200)
+    #: ``http(s)://host[:port]/v1`` for OpenAI-compatible servers (vLLM, Ollama, llama.cpp, DeepSeek …).
+    base_url: str | None = Field(None, max_length=2000)
+    api_key_env: str | None = Field(None, max_length=100)
+    #: Seconds for one HTTP attempt.
+    timeout_s: float = Field(120.0, gt=0, le=3600)
+    #: Retries on 429, 5xx, timeouts and dropped connections (exponential backoff), then an error.
+    max_retries: int = Field(3, ge=0, le=10)
+    retry_base_s: float = Field(1.0, gt=0, le=60)
+    #: Cap on output tokens per model response.
+    max_output_tokens: int | None = Field(None, ge=1, le=1_000_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if str(key).lower().replace("-", "_") in ("api_key", "key", "token", "secret", "password"):
+                    raise ValueError(
+                        f"{key}: credentials are never stored in the policy; name the environment "
+                        "variable that holds it with api_key_env"
+                    )
+        return data
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/@]+(/\S*)?", value):
+            raise ValueError("must be an http(s) URL without credentials, e.g. http://127.0.0.1:11434/v1")
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.fullmatch(value):
+            raise ValueError("must be the name of an environment variable (e.g. OPENAI_API_KEY), not a key")
+        return value
+
+
+class ModelsConfig(_Strict):
+    """LLM backends (the ``models:`` section): read by LLM agents through ``mergegate.runtime.models``.
+
+    Without ``default`` (and without ``MERGEGATE_MODEL`` in the environment) no model is
+    configured, and LLM agents report ``skipped`` instead of a result.
+    """
+
+    default: ModelEndpoint | None = None
+    #: Per-agent overrides, by agent name (e.g. ``llm-review``).
+    agents: dict[str, ModelEndpoint] = Field(default_factory=dict)
+    #: Price table by model name; the run's cost is computed from the usage the model reports.
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+
+
 class Policy(_Strict):
     version: int = Field(1, ge=1, le=1)
     mode: Mode = Mode.ENFORCE
@@ -194,6 +268,7 @@ class Policy(_Strict):
     agents: dict[str, AgentSettings] = Field(default_factory=dict)
     gate: GateRules = GateRules()
     runtime: RuntimeSettings = RuntimeSettings()
+    models: ModelsConfig = ModelsConfig()
 
     def agent(self, name: str) -> AgentSettings:
         return self.agents.get(name) or AgentSettings()

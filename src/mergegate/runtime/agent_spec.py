@@ -102,6 +102,8 @@ class AgentSpec(BaseModel):
     protect_tests: bool = False
     max_turns: int = Field(30, ge=1, le=10_000)
     max_usd: float = Field(2.0, ge=0)
+    #: Tokens (input + output) a model-driven run may use; ``None``: bounded by turns and dollars only.
+    max_tokens: int | None = Field(None, ge=1)
     limits: AgentLimits = AgentLimits()
     #: Constant environment variables for shell commands (nothing is passed from the host).
     env: dict[str, str] = Field(default_factory=dict)

@@ -43,7 +43,7 @@ from mergegate.core.policy import DEFAULT_TEST_PATHS
 from mergegate.runtime.agent_spec import AgentSpec
 from mergegate.runtime.approvals import ApprovalGate, ApprovalRequest, PauseAll, Verdict, call_fingerprint
 from mergegate.runtime.permissions import first_match
-from mergegate.runtime.redact import redact
+from mergegate.runtime.redact import redact, redact_text
 from mergegate.runtime.sandbox import BubblewrapSandbox, SandboxMode, SandboxUnavailable
 from mergegate.runtime.shell import CommandList, ShellRefused
 from mergegate.runtime.tools import (
@@ -204,6 +204,37 @@ class ToolRunner:
         self._record("tool_result", index, tool.name, raw_args, status, reason, output=text, reviewer=reviewer)
         return CallResult(index, tool.name, status, reason, text)
 
+    async def refuse_unoffered(
+        self, tool_name: Any, args: Any, index: int | None = None, reason: str | None = None
+    ) -> CallResult:
+        """Refuse and audit a call of a tool the model was never offered; nothing runs.
+
+        A model driven through pydantic-ai is offered the tools of its allowlist; a call of
+        any other name (an invented tool, a never-grantable one, an alias) is not
+        dispatched by the framework. It is still a call the agent tried, so it is audited
+        like any refusal, with the runner's own reason where the layers give one.
+        ``reason`` overrides it (e.g. a call in a response that ended the run's budget).
+        """
+        index = self.turns if index is None else index
+        self.turns += 1
+        canonical = canonical_tool_name(tool_name) if isinstance(tool_name, str) else None
+        shown = canonical or str(tool_name)
+        raw_args = args if isinstance(args, dict) else {"_": args}
+        if reason is None:
+            reason = self._unoffered_reason(tool_name, canonical, args)
+        self._record("tool_call", index, shown, raw_args, Status.REFUSED, reason)
+        return CallResult(index, shown, Status.REFUSED, reason, "")
+
+    def _unoffered_reason(self, tool_name: Any, canonical: str | None, args: Any) -> str:
+        if canonical is not None and any(r.tool == canonical for r in self.allow):
+            # Checking further could resolve a host (egress) for a call that will not run.
+            return f"{canonical} is offered to this agent under the name {canonical!r}, not {tool_name!r}"
+        try:
+            self._check(tool_name, args)  # refuses at the allowlist at the latest
+        except Refusal as r:
+            return r.reason
+        return f"{canonical or tool_name} was not offered to this agent"
+
     # --- checks -----------------------------------------------------------------------
 
     def _check(self, tool_name: str, args: Any) -> tuple[Tool, Any, Target, str]:
@@ -361,7 +392,8 @@ class ToolRunner:
             "call_index": index,
             "tool": tool,
             "args": _for_audit(redact(args)),
-            "reason": reason,
+            # Reasons quote the call (`curl -H "Authorization: …"` is not allowed): redacted too.
+            "reason": redact_text(reason),
         }
         if approval:
             fields["approval_fingerprint"] = approval
