@@ -162,6 +162,7 @@ class Level:
     statuses: dict[str, int] = field(default_factory=dict)
     failed_pushes: int = 0
     no_verdict: int = 0  # changes with no landing-check result within the verdict timeout
+    not_seen_open: int = 0  # pushes whose change the poller never saw (left out of pushes/s)
     poll_sweep_s: float = 0.0
     load: float = 0.0
 
@@ -271,7 +272,10 @@ def run_level(bench: Bench, n: int, clients: int, verdict_timeout: float) -> Lev
     for r in recs:
         if not r.get("ok"):
             print(f"  push failed: {r.get('error')}", file=sys.stderr)
-    level.wall_s = max(r["opened_at"] for r in ok) - started
+    # A change not seen open by the poller opened no later than its verdict was seen.
+    opened = [r.get("opened_at", r.get("verdict_at")) for r in ok]
+    level.not_seen_open = sum(1 for t in opened if t is None)
+    level.wall_s = max(t for t in opened if t is not None) - started
     level.push_s = [r["push_s"] for r in ok]
     seen = [r for r in ok if "verdict_at" in r]
     level.no_verdict = len(ok) - len(seen)
@@ -362,6 +366,8 @@ def render(
             res = ", ".join(f"{k} {v}" for k, v in sorted(lv.statuses.items()))
             if lv.failed_pushes:
                 res += f", **{lv.failed_pushes} pushes failed**"
+            if lv.not_seen_open:
+                res += f", **{lv.not_seen_open} changes never seen open**"
             if lv.no_verdict:
                 res += f", **{lv.no_verdict} without a verdict**"
             lines.append(
