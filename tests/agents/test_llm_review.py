@@ -142,3 +142,27 @@ def test_an_approving_model_cannot_raise_confidence(repo: RepoBuilder, no_model_
     assert result.status is AgentStatus.OK and result.findings == ()
     assert result.confidence == 1.0  # at most what it was; "approve" adds nothing
     assert any("advice only" in n for n in result.notes)
+
+
+def test_tool_calls_go_to_the_checks_own_audit_log_in_one_chain(repo: RepoBuilder, tmp_path):
+    script = [
+        completion(tool_calls=[("Read", {"path": "app/calc.py"}), ("Write", {"path": "app/calc.py", "content": ""})]),
+        final({"score": 90, "recommendation": "comment", "summary": "fine", "issues": []}),
+    ]
+    log = tmp_path / "ci-audit.jsonl"
+    with FakeOpenAI(script) as fake:
+        repo.base({**BASE, ".mergegate.yml": policy(fake.base_url)}).change(CHANGE)
+        proc = run_cli(
+            repo.path, "--agents", "llm-review", "--format", "json", "--audit-log", str(log), env={"MG_REVIEW_KEY": KEY}
+        )
+    assert proc.returncode in (0, 1), proc.stderr
+    entries = [json.loads(x) for x in log.read_text().splitlines()]
+    actions = [e["action"] for e in entries]
+    assert actions.count("tool_call") >= 2 and "llm_run" in actions
+    assert actions[-2:] == ["agent_run", "decision"]
+    assert len({e["policy_applied"] for e in entries}) == 1  # the same base policy names every entry
+    assert not (repo.path / ".git/mergegate/audit.jsonl").exists()
+    verify = subprocess.run(
+        [sys.executable, "-m", "mergegate", "audit", "verify", str(log)], capture_output=True, text=True
+    )
+    assert verify.returncode == 0, verify.stderr

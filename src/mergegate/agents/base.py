@@ -25,6 +25,7 @@ from mergegate.core.finding import Finding
 from mergegate.core.globs import match_any
 from mergegate.core.policy import Policy
 from mergegate.runtime.sandbox import Sandbox
+from mergegate.store.audit_log import AuditLog
 from mergegate.vcs.git import GitRepo
 
 
@@ -81,6 +82,10 @@ class AgentContext:
     head_dir: Path
     scratch: Path
     sandbox_factory: object  # () -> Sandbox; raises SandboxUnavailable when it cannot run
+    #: The check's audit log and policy label, for agents that audit their own steps
+    #: (e.g. the tool calls of an LLM agent). ``None`` when the check is not audited.
+    audit: AuditLog | None = None
+    policy_applied: str = ""
     _tree_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tree: Path | None = None
 

@@ -17,8 +17,8 @@ Failure modes, all explicit:
   limit (``max_turns`` / ``max_tokens`` / ``max_usd``), a missing API key or price: an
   *error* result, so the check's verdict is ``error`` (fail closed).
 
-The tool calls and the run (model, usage, cost) are appended to the repository's
-runtime audit log, ``.git/mergegate/audit.jsonl``.
+The tool calls and the run (model, usage, cost) are appended to the check's audit log
+(``--audit-log``; by default ``.git/mergegate/audit.jsonl``).
 """
 
 from __future__ import annotations
@@ -122,9 +122,9 @@ class LLMReviewAgent:
             agent=NAME,
             spec=spec,
             workspace=Workspace(tree),
-            # The runtime's log, as `mergegate agent replay` uses it.
-            audit=AuditLog(ctx.repo.git_dir / "mergegate" / "audit.jsonl"),
-            policy_applied="base branch policy (mergegate check)",
+            # The check's own log, so one chain holds the agent runs, tool calls and decision.
+            audit=ctx.audit or AuditLog(ctx.repo.git_dir / "mergegate" / "audit.jsonl"),
+            policy_applied=ctx.policy_applied or "base branch policy (mergegate check)",
             test_paths=ctx.policy.test_paths,
             extra_protected=ctx.policy.runtime.protected_paths,
             tests_command=None,

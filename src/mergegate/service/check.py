@@ -156,6 +156,8 @@ async def run_check(
                 head_dir=head_dir,
                 scratch=scratch / f"agent-{agent.name}",
                 sandbox_factory=sandbox_factory,
+                audit=audit,
+                policy_applied=policy_applied(loaded),
             )
             ctx.scratch.mkdir()
             timeout = settings.timeout or agent.default_timeout
@@ -171,16 +173,21 @@ async def run_check(
     return report
 
 
+def policy_applied(loaded: LoadedPolicy) -> str:
+    """How the audit log names the policy a decision was made under."""
+    return f"{loaded.source}@{loaded.digest}"
+
+
 def record(audit: AuditLog, report: CheckReport) -> None:
     """Append one entry per agent run and one for the decision."""
-    policy_applied = f"{report.policy.source}@{report.policy.digest}"
+    applied = policy_applied(report.policy)
     subject = f"{report.change.merge_base[:12]}..{report.change.head[:12]}"
     for r in report.results:
         audit.append(
             agent_id=f"mergegate/{r.name}",
             action="agent_run",
             confidence_score=r.confidence,
-            policy_applied=policy_applied,
+            policy_applied=applied,
             outcome=r.status.value,
             subject=subject,
             findings=len(r.findings),
@@ -191,7 +198,7 @@ def record(audit: AuditLog, report: CheckReport) -> None:
         agent_id=CHECK_AGENT_ID,
         action="decision",
         confidence_score=d.confidence,
-        policy_applied=policy_applied,
+        policy_applied=applied,
         outcome=d.action.value,
         subject=subject,
         mode=d.mode.value,
