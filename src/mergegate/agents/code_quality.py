@@ -92,7 +92,7 @@ import sys
 import tomllib
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar
@@ -101,7 +101,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from unidiff import PatchSet
 
 from mergegate.agents.base import AgentContext, AgentOutput, AgentSkipped
-from mergegate.agents.common import ToolFailed
+from mergegate.agents.common import ToolFailed, dedupe_fingerprints
 from mergegate.core.change import ChangedFile
 from mergegate.core.finding import Category, Finding, make_fingerprint
 from mergegate.core.severity import Severity
@@ -553,7 +553,7 @@ class CodeQuality:
         if files:
             confidence, findings = await self._analyse(ctx, opts, files, notes, unanalysed)
         confidence *= 1.0 - UNANALYSED_WEIGHT * len(unanalysed) / len(python)
-        return AgentOutput(findings=_dedupe_fingerprints(findings), confidence=round(confidence, 3), notes=notes)
+        return AgentOutput(findings=dedupe_fingerprints(findings), confidence=round(confidence, 3), notes=notes)
 
     async def _analyse(
         self, ctx: AgentContext, opts: Options, files: list[ChangedFile], notes: list[str], unanalysed: set[str]
@@ -755,19 +755,6 @@ class CodeQuality:
             merged.truncated |= run.truncated
         merged.excluded.sort()
         return merged
-
-
-def _dedupe_fingerprints(findings: list[Finding]) -> list[Finding]:
-    """Equal lines share a basis; number the repeats so ids stay unique."""
-    seen: Counter[str] = Counter()
-    out = []
-    for f in findings:
-        n = seen[f.fingerprint]
-        seen[f.fingerprint] += 1
-        if n:
-            f = replace(f, fingerprint=make_fingerprint(f.agent, f.rule, f.path, f"{f.fingerprint}#{n}"))
-        out.append(f)
-    return out
 
 
 AGENT = CodeQuality()

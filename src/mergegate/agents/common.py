@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from mergegate.core.change import ChangedFile
+from mergegate.core.finding import Finding, make_fingerprint
 from mergegate.runtime.process import ProcessResult, run_process
 
 
@@ -33,3 +36,16 @@ def on_added_line(file: ChangedFile | None, line: int | None, end_line: int | No
         return False
     last = end_line if end_line and end_line >= line else line
     return any(n in file.added_lines for n in range(line, last + 1))
+
+
+def dedupe_fingerprints(findings: list[Finding]) -> list[Finding]:
+    """Equal lines share a fingerprint basis; number the repeats so ids stay unique."""
+    seen: Counter[str] = Counter()
+    out = []
+    for f in findings:
+        n = seen[f.fingerprint]
+        seen[f.fingerprint] += 1
+        if n:
+            f = replace(f, fingerprint=make_fingerprint(f.agent, f.rule, f.path, f"{f.fingerprint}#{n}"))
+        out.append(f)
+    return out

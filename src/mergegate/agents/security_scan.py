@@ -64,7 +64,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from mergegate.agents.base import AgentContext, AgentOutput, AgentSkipped
-from mergegate.agents.common import on_added_line, run_python_tool
+from mergegate.agents.common import dedupe_fingerprints, on_added_line, run_python_tool
 from mergegate.core.change import ChangedFile
 from mergegate.core.finding import Category, Finding, make_fingerprint
 from mergegate.core.secret_patterns import is_placeholder
@@ -622,7 +622,7 @@ class SecurityScan:
         if pre_existing:
             notes.append(f"{pre_existing} pre-existing finding(s) in changed files, not blocking")
         confidence *= 1.0 - 0.5 * len(head_errors) / len(files)
-        return AgentOutput(findings=_dedupe_fingerprints(findings), confidence=round(confidence, 3), notes=notes)
+        return AgentOutput(findings=dedupe_fingerprints(findings), confidence=round(confidence, 3), notes=notes)
 
     def _finding(self, r: RawFinding, src: SourceMap, ctx: AgentContext) -> Finding:
         rule, code, scope = match_key(r, src)
@@ -648,20 +648,6 @@ def _source_maps(ctx: AgentContext, files: list[ChangedFile]) -> dict[str, tuple
     for f in files:
         base = ctx.base_text(f.base_path) if f.exists_at_base else None
         out[f.path] = (SourceMap.of(ctx.head_text(f.path)), SourceMap.of(base) if base is not None else None)
-    return out
-
-
-def _dedupe_fingerprints(findings: list[Finding]) -> list[Finding]:
-    """Equal lines in one function share a basis; number the repeats so ids stay unique."""
-    seen: Counter[str] = Counter()
-    out = []
-    for f in findings:
-        n = seen[f.fingerprint]
-        seen[f.fingerprint] += 1
-        if n:
-            fp = make_fingerprint(f.agent, f.rule, f.path, f"{f.fingerprint}#{n}")
-            f = replace(f, fingerprint=fp)
-        out.append(f)
     return out
 
 

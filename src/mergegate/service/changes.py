@@ -157,9 +157,7 @@ def _for_push(
             event_id=event.id,
             ref=update.ref,
         )
-        bare.set_ref(head_ref(change.id), update.new)
-        _record(session, outcome, change, "updated", pusher, event, ctx, repo)
-        _gate(session, event, repo, bare, pusher, update, change, ctx, outcome)
+        _announce(session, event, repo, bare, pusher, update, change, "updated", ctx, outcome)
     else:
         change = store.open_change(
             session,
@@ -174,9 +172,7 @@ def _for_push(
             event_id=event.id,
             ref=update.ref,
         )
-        bare.set_ref(head_ref(change.id), update.new)
-        _record(session, outcome, change, "opened", pusher, event, ctx, repo)
-        _gate(session, event, repo, bare, pusher, update, change, ctx, outcome)
+        _announce(session, event, repo, bare, pusher, update, change, "opened", ctx, outcome)
     _cleanup_magic(bare, update, staging)
 
 
@@ -225,9 +221,7 @@ def _branch_push(
             event_id=event.id,
             ref=update.ref,
         )
-        bare.set_ref(head_ref(change.id), update.new)
-        _record(session, outcome, change, "updated", pusher, event, ctx, repo)
-        _gate(session, event, repo, bare, pusher, update, change, ctx, outcome)
+        _announce(session, event, repo, bare, pusher, update, change, "updated", ctx, outcome)
         return
     target = repo.default_branch
     if bare.resolve(f"refs/heads/{target}") is None:
@@ -249,8 +243,25 @@ def _branch_push(
         event_id=event.id,
         ref=update.ref,
     )
+    _announce(session, event, repo, bare, pusher, update, change, "opened", ctx, outcome)
+
+
+def _announce(
+    session: Session,
+    event: EventRow,
+    repo: RepoRow,
+    bare: BareRepo,
+    pusher: PrincipalRow,
+    update: RefUpdate,
+    change: ChangeRow,
+    action: str,
+    ctx: HandlerContext,
+    outcome: _Outcome,
+) -> None:
+    """A change was opened or got a new patchset: point its head ref at the push, record
+    it, and let the gate judge the new content."""
     bare.set_ref(head_ref(change.id), update.new)
-    _record(session, outcome, change, "opened", pusher, event, ctx, repo)
+    _record(session, outcome, change, action, pusher, event, ctx, repo)
     _gate(session, event, repo, bare, pusher, update, change, ctx, outcome)
 
 
