@@ -20,7 +20,7 @@ from mergegate.core.principals import PrincipalKind, Role
 from mergegate.forge.local import hooks
 from mergegate.forge.local.repos import Forge
 from mergegate.service.events import Dispatcher, HandlerContext, handles
-from mergegate.store import audit_db, events, migrate
+from mergegate.store import audit_db, events, migrate, sequence
 from mergegate.store import changes as change_store
 from mergegate.store import principals as principal_store
 from mergegate.store import repos as repo_store
@@ -66,6 +66,34 @@ def test_concurrent_appends_never_fork_the_chain(db: Database):
     assert len(rows) == report.entries >= 120
     assert [r.seq for r in rows] == list(range(1, len(rows) + 1))
     assert len({r.prev_hash for r in rows}) == len(rows)
+
+
+def test_writers_locking_shared_rows_in_opposite_orders_never_deadlock(db: Database):
+    # The push handler appends to the audit chain then takes the next sequence number; the
+    # check worker does it the other way round. Row locks alone deadlock on PostgreSQL.
+    errors: list[BaseException] = []
+
+    def writer(n: int, audit_first: bool) -> None:
+        try:
+            for i in range(12):
+                with db.write() as session:
+                    if audit_first:
+                        audit_db.append(session, action="test.order", outcome="ok", agent_id=f"a{n}", details={"i": i})
+                        sequence.next_value(session)
+                    else:
+                        sequence.next_value(session)
+                        audit_db.append(session, action="test.order", outcome="ok", agent_id=f"b{n}", details={"i": i})
+        except BaseException as exc:  # collected: a deadlock raises in one of the threads
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n, n % 2 == 0)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with db.read() as session:
+        assert audit_db.verify(session).ok
 
 
 def test_an_append_rolls_back_with_its_transaction(db: Database):

@@ -7,8 +7,12 @@ Why write transactions are explicit: on SQLite a deferred transaction that reads
 then writes can fail with ``SQLITE_BUSY_SNAPSHOT`` when another process (a git hook)
 committed in between, and no busy timeout helps. ``Database.write()`` therefore starts
 SQLite transactions with ``BEGIN IMMEDIATE``, taking the write lock up front, which also
-serialises audit appends so the hash chain cannot fork. On PostgreSQL the same guarantee
-comes from row locks (``SELECT … FOR UPDATE`` on the chain head) and unique constraints.
+serialises audit appends so the hash chain cannot fork. PostgreSQL write transactions
+get the same semantics from one transaction-scoped advisory lock taken first: writers
+lock rows in different orders (the audit chain head, the gate's sequence counter, merge
+locks), and one lock taken before all of them makes deadlocks impossible. Writes are
+short (checks run outside transactions), so serialising them costs little; row locks
+(``SELECT … FOR UPDATE``) and unique constraints still guard each invariant on their own.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from sqlalchemy.pool import NullPool
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 _WRITE = "mergegate_write"
+#: pg_advisory_xact_lock key shared by every mergegate write transaction ("mgwrite").
+_PG_WRITE_LOCK = 0x6D67_7772_6974_65
 
 
 class DatabaseError(RuntimeError):
@@ -85,6 +91,8 @@ class Database:
             raise DatabaseError(f"cannot use {redact(self.url)}: {exc}") from None
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
+        else:
+            _configure_postgresql(self.engine)
         self._write_engine = self.engine.execution_options(**{_WRITE: True})
 
     @property
@@ -148,3 +156,10 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(connection) -> None:
         immediate = connection.get_execution_options().get(_WRITE)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:
+        if connection.get_execution_options().get(_WRITE):
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_WRITE_LOCK})")
