@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from pathlib import Path
 
 from tests.hostile.conftest import CANARY, World
@@ -71,8 +72,28 @@ def test_fork_bomb_is_killed_at_the_process_limit(world: World) -> None:
 
 
 def test_shell_fork_bomb(world: World) -> None:
-    out = world.replay("shell", [bash("bash -c ':(){ :|:& };:'")])
+    # The leader waits for the bomb, so the bomb must run into the process limit.
+    marker = f"mg{uuid.uuid4().hex[:10]}"
+    out = world.replay("shell", [bash(f"bash -c ':(){{ :|:& }};:; wait # {marker}'"), bash("echo alive")])
     assert out[0]["status"] == "refused" and "process limit" in out[0]["reason"]
+    assert out[1]["status"] == "allowed" and "alive" in out[1]["output"]
+    assert live_with(marker) == []
+    assert final_outcome(world, 0) == "refused"
+
+
+def test_shell_fork_bomb_whose_leader_exits_dies_with_the_sandbox(world: World) -> None:
+    # The leader backgrounds the bomb and exits at once. The sandbox's PID namespace ends
+    # with its leader and the kernel kills every process left in it, so the bomb dies
+    # either at the process limit (refused) or with the namespace (the command itself
+    # exited 0: allowed): which comes first is a race. What must hold either way: nothing
+    # survives, and the next command runs.
+    marker = f"mg{uuid.uuid4().hex[:10]}"
+    out = world.replay("shell", [bash(f"bash -c ':(){{ :|:& }};: # {marker}'"), bash("echo alive")])
+    assert out[0]["status"] in ("refused", "allowed")
+    if out[0]["status"] == "refused":
+        assert "process limit" in out[0]["reason"]
+    assert out[1]["status"] == "allowed" and "alive" in out[1]["output"]
+    assert live_with(marker) == []
 
 
 def test_fork_bomb_through_the_fixers_test_run(world: World) -> None:
