@@ -217,6 +217,21 @@ def test_a_ref_moved_by_a_merge_whose_transaction_died_is_reconciled_at_start(ga
     assert branch_tip(gate, repo) == landing
 
 
+def test_a_git_lock_left_by_a_killed_merge_does_not_block_the_next_one(gate: GateServer, tmp_path):
+    repo, n, who, landing = _approved_change(gate, tmp_path)
+    # git update-ref killed with the server leaves its lock file; git never removes it,
+    # and while it exists every compare-and-swap of main fails.
+    kill9(gate)
+    lock = gate.bare(repo) / "refs" / "heads" / "main.lock"
+    lock.write_text(landing + "\n")
+    restart(gate)
+    assert not lock.exists()
+    r = merge(gate, who["alice"].token, n)
+    assert r.status_code == 200, r.text
+    assert branch_tip(gate, repo) == landing
+    assert gate.change(n)["state"] == "merged"
+
+
 def _try_merge(gate: GateServer, token: str, n: int):
     try:
         return merge(gate, token, n).status_code

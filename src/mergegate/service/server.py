@@ -46,7 +46,11 @@ def prepare(settings: ServerSettings) -> Server:
         names = [r.name for r in repo_store.list_all(session)]
     for name in names:
         try:
-            forge.configure(forge.open(name))
+            bare = forge.open(name)
+            forge.configure(bare)
+            # A git killed with the server (kill -9 mid-merge) leaves ref locks behind.
+            for lock in bare.remove_stale_locks():
+                log.warning("repository %s: removed %s left by a git process that did not finish", name, lock)
         except ForgeError:
             missing.append(name)
             log.error("repository %s is in the database but has no directory under %s", name, settings.repos_dir)

@@ -136,6 +136,24 @@ class BareRepo:
         script = "start\n" + "".join(f"{c}\n" for c in commands) + "commit\n"
         self.git("update-ref", "--stdin", input=script.encode())
 
+    def remove_stale_locks(self) -> list[str]:
+        """Delete git lock files a killed git left behind (``refs/heads/main.lock`` …).
+
+        git never removes them itself, and while one exists every update of that ref
+        fails. Only safe when no git process can be working on this repository: the
+        server calls it at start, before it serves anything.
+        """
+        stale = [p for p in (self.path / "refs").rglob("*.lock") if p.is_file()]
+        stale += [self.path / n for n in ("packed-refs.lock", "HEAD.lock", "config.lock", "shallow.lock")]
+        removed = []
+        for path in stale:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(str(path.relative_to(self.path)))
+        return removed
+
     def set_ref(self, ref: str, sha: str) -> None:
         self.git("update-ref", ref, sha)
 
