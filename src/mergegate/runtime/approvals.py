@@ -43,6 +43,10 @@ class ApprovalRequest:
     #: Binds a decision to this agent, tool and the exact (unredacted) arguments.
     fingerprint: str
     why: str
+    #: Where the call stands in its run, so a durable gate can key the request on
+    #: (run, call index, fingerprint) and a resumed run finds its decision again.
+    run_id: str | None = None
+    index: int | None = None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,11 @@ A run ends with one of three statuses, and says why:
 - ``budget_exceeded`` — a turn, token or dollar limit was reached (the reason names it);
 - ``error`` — the endpoint failed after its retries, rejected the request, the answer
   never fitted the contract, or anything else went wrong. Fail closed: a caller treats
-  it as "not examined".
+  it as "not examined";
+- ``paused`` — only for a ``pausable`` run: a call needs a human's approval. The run
+  returns its conversation (``LLMRun.messages``, pydantic-ai's JSON) and the paused
+  calls; ``run_llm_agent(message_history=…, resume=…)`` continues it once the humans
+  decided (the caller restores the budget's spend, so limits hold across resumes).
 
 Whatever the status, the run is recorded in the audit log (``action: llm_run``) with
 the model, the usage and the cost, and the same numbers are returned (``LLMRun.spend``)
@@ -52,6 +56,7 @@ class RunStatus(StrEnum):
     COMPLETED = "completed"
     BUDGET_EXCEEDED = "budget_exceeded"
     ERROR = "error"
+    PAUSED = "paused"
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,10 @@ class LLMRun(Generic[T]):
     calls: tuple[CallResult, ...] = ()
     #: Failed attempts that were retried: (attempt, delay in seconds, error).
     retries: tuple[tuple[int, float, str], ...] = ()
+    #: The whole conversation as pydantic-ai JSON (pausable runs only), to resume from.
+    messages: bytes | None = None
+    #: (tool_call_id, call index) of the calls a paused run waits on.
+    paused: tuple[tuple[str, int], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -128,18 +137,27 @@ async def run_llm_agent(
     plan: RunPlan,
     output_type: type[T],
     instructions: str,
-    prompt: str,
+    prompt: str | None,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+    pausable: bool = False,
+    message_history: bytes | None = None,
+    resume: dict[str, int] | None = None,
 ) -> LLMRun[T]:
-    """Drive the model until it answers with ``output_type``, a limit is reached, or it fails."""
-    from pydantic_ai import Agent, AgentRetries
+    """Drive the model until it answers with ``output_type``, a limit is reached, or it fails.
+
+    ``pausable``: a call that needs approval ends the run ``paused`` (see the module doc);
+    ``message_history`` + ``resume`` (tool_call_id -> call index of the decided calls)
+    continue such a run.
+    """
+    from pydantic_ai import Agent, AgentRetries, DeferredToolRequests, DeferredToolResults
     from pydantic_ai.exceptions import ModelAPIError, UnexpectedModelBehavior, UsageLimitExceeded
+    from pydantic_ai.messages import ModelMessagesTypeAdapter
     from pydantic_ai.usage import UsageLimits
 
     from mergegate.runtime.llm_toolset import RuntimeToolset
     from mergegate.runtime.model_guard import GuardedModel, ModelUnavailable, describe_error
 
-    toolset = RuntimeToolset(runner)
+    toolset = RuntimeToolset(runner, pausable=pausable, resume_indices=resume)
     guard = GuardedModel(
         plan.model,
         budget=plan.budget,
@@ -151,7 +169,7 @@ async def run_llm_agent(
     )
     agent = Agent(
         guard,
-        output_type=output_type,
+        output_type=[output_type, DeferredToolRequests] if pausable else output_type,
         instructions=instructions,
         toolsets=[toolset],
         retries=AgentRetries(tools=runner.spec.max_turns, output=OUTPUT_RETRIES),
@@ -159,10 +177,22 @@ async def run_llm_agent(
     )
     output: T | None = None
     reason = ""
+    messages: bytes | None = None
+    kwargs: dict[str, Any] = {}
+    if message_history is not None:
+        kwargs["message_history"] = ModelMessagesTypeAdapter.validate_json(message_history)
+        if resume:
+            kwargs["deferred_tool_results"] = DeferredToolResults(approvals=dict.fromkeys(resume, True))
     try:
         # Our budget is the limit; the framework's own request cap (50) would cut in silently.
-        result = await agent.run(prompt, usage_limits=UsageLimits(request_limit=None))
-        status, output = RunStatus.COMPLETED, result.output
+        result = await agent.run(prompt, usage_limits=UsageLimits(request_limit=None), **kwargs)
+        if pausable:
+            messages = ModelMessagesTypeAdapter.dump_json(result.all_messages())
+        if isinstance(result.output, DeferredToolRequests):
+            status = RunStatus.PAUSED
+            reason = f"waiting for a human's approval of {len(toolset.paused)} call(s)"
+        else:
+            status, output = RunStatus.COMPLETED, result.output
     except BudgetExceeded as exc:
         status, reason = RunStatus.BUDGET_EXCEEDED, exc.reason
     except UsageLimitExceeded as exc:
@@ -212,6 +242,8 @@ async def run_llm_agent(
         model=plan.choice.label,
         calls=calls,
         retries=tuple((a.attempt, a.delay_s, a.error) for a in guard.retried),
+        messages=messages,
+        paused=tuple(toolset.paused.items()) if status is RunStatus.PAUSED else (),
     )
 
 

@@ -14,6 +14,13 @@ without a trace.
 What the model gets back is text: the tool's output when the call was allowed, and
 ``refused: <reason>`` or ``paused: <reason>`` otherwise — so the model can carry on (or
 give up) knowing exactly why.
+
+A *pausable* toolset (a run a server can suspend) uses pydantic-ai's own human-in-the-loop
+mechanism instead: a paused call raises ``ApprovalRequired``, the run ends with
+``DeferredToolRequests``, and when it is resumed the framework calls the tool again
+with ``tool_call_approved``. The runner decides again, under the call index the pause
+had (``resume_indices``): the durable gate then answers with the human's decision, so an
+approved call runs and a denied or expired one returns its reason, audited either way.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic_ai.exceptions import ApprovalRequired
 from pydantic_ai.tools import ToolDefinition
 from pydantic_ai.toolsets import AbstractToolset
 from pydantic_ai.toolsets.abstract import ToolsetTool
@@ -71,9 +79,21 @@ def render(result: CallResult, max_chars: int = MAX_RESULT_CHARS) -> str:
 class RuntimeToolset(AbstractToolset[Any]):
     """The agent's allowlisted tools, each call executed (or refused) by ``runner``."""
 
-    def __init__(self, runner: ToolRunner, *, max_result_chars: int = MAX_RESULT_CHARS):
+    def __init__(
+        self,
+        runner: ToolRunner,
+        *,
+        max_result_chars: int = MAX_RESULT_CHARS,
+        pausable: bool = False,
+        resume_indices: dict[str, int] | None = None,
+    ):
         self.runner = runner
         self.max_result_chars = max_result_chars
+        self.pausable = pausable
+        #: tool_call_id -> call index of calls paused earlier, decided on this resume.
+        self.resume_indices = dict(resume_indices or {})
+        #: tool_call_id -> call index of the calls this run paused on (pausable only).
+        self.paused: dict[str, int] = {}
         #: Every call the model made through this toolset, as the runtime decided it.
         self.calls: list[CallResult] = []
         rules: dict[str, list[str]] = {}
@@ -111,6 +131,11 @@ class RuntimeToolset(AbstractToolset[Any]):
         }
 
     async def call_tool(self, name: str, tool_args: Any, ctx: Any, tool: ToolsetTool[Any]) -> str:
-        result = await self.runner.call(name, tool_args)
+        call_id = getattr(ctx, "tool_call_id", None)
+        index = self.resume_indices.get(call_id) if getattr(ctx, "tool_call_approved", False) else None
+        result = await self.runner.call(name, tool_args, index=index)
         self.calls.append(result)
+        if self.pausable and result.status is Status.PAUSED and call_id:
+            self.paused[call_id] = result.index
+            raise ApprovalRequired(metadata={"index": result.index, "reason": result.reason})
         return render(result, self.max_result_chars)

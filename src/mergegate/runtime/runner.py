@@ -161,6 +161,8 @@ class ToolRunner:
                 args=redact(raw_args),
                 fingerprint=call_fingerprint(self.agent, tool.name, raw_args),
                 why=approval_why,
+                run_id=self.run_id,
+                index=index,
             )
             decision = self.approvals.decide(request)
             if decision.verdict is Verdict.PAUSE:

@@ -366,3 +366,83 @@ class MergeLockRow(Base):
     branch: Mapped[str] = mapped_column(String(200), primary_key=True)
     tip: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+RUN_KINDS = ("model", "scripted")
+#: ``queued`` → ``running`` → ``paused`` ⇄ ``running`` → one of the end states.
+RUN_STATUSES = ("queued", "running", "paused", "done", "error", "skipped", "budget_exceeded", "refused")
+APPROVAL_STATUSES = ("pending", "approved", "denied", "expired")
+
+
+class AgentRunRow(Base):
+    """A runtime agent run hosted by the server (revision 0003).
+
+    ``state`` is the JSON a resumed run continues from: for a model run the pydantic-ai
+    conversation (``ModelMessagesTypeAdapter``) and the calls it waits on; for a scripted
+    run the call list and the position in it. Spend is kept here so budgets hold across
+    pauses and restarts; ``cost_usd`` is exact decimal text.
+    """
+
+    __tablename__ = "agent_runs"
+    __table_args__ = (
+        CheckConstraint(_in("kind", RUN_KINDS), name="ck_agent_runs_kind"),
+        CheckConstraint(_in("status", RUN_STATUSES), name="ck_agent_runs_status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_id: Mapped[int] = mapped_column(ForeignKey("repos.id"))
+    change_id: Mapped[int | None] = mapped_column(ForeignKey("changes.id"), index=True)
+    #: The runtime agent's name in the base policy.
+    agent: Mapped[str] = mapped_column(String(100))
+    #: The agent principal the run acts as (comments are posted under it).
+    principal_id: Mapped[int] = mapped_column(ForeignKey("principals.id"))
+    #: The human who started it.
+    started_by: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(32), default="queued")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(Text, default="{}")
+    #: The commits the workspace was checked out at (the change head, the base tip).
+    head_sha: Mapped[str | None] = mapped_column(String(64))
+    base_sha: Mapped[str | None] = mapped_column(String(64))
+    policy_applied: Mapped[str | None] = mapped_column(String(500))
+    turns: Mapped[int] = mapped_column(Integer, default=0)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_usd: Mapped[str] = mapped_column(String(32), default="0")
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class ApprovalRequestRow(Base):
+    """A call that waits for a human (revision 0003); ``id`` is the number users type.
+
+    Unique per (run, call index, fingerprint): a resumed run asking again about the same
+    call finds its request instead of adding one.
+    """
+
+    __tablename__ = "approval_requests"
+    __table_args__ = (
+        CheckConstraint(_in("status", APPROVAL_STATUSES), name="ck_approval_requests_status"),
+        UniqueConstraint("run_id", "call_index", "fingerprint", name="uq_approval_requests_call"),
+        Index("ix_approval_requests_status", "status", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("agent_runs.id"), index=True)
+    call_index: Mapped[int] = mapped_column(Integer)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    agent: Mapped[str] = mapped_column(String(100))
+    tool: Mapped[str] = mapped_column(String(64))
+    #: Redacted arguments as JSON, for the human to read.
+    args: Mapped[str] = mapped_column(Text)
+    why: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    decided_by: Mapped[str | None] = mapped_column(String(128))
+    decided_at: Mapped[datetime | None] = mapped_column()
+    reason: Mapped[str | None] = mapped_column(Text)
