@@ -23,13 +23,14 @@ from rich.table import Table
 from mergegate.cli.console import err, fail
 from mergegate.cli.exit_codes import ExitCode
 from mergegate.core.policy import PolicyError
-from mergegate.runtime.agent_spec import PRESETS, AgentSpec, build_agent
+from mergegate.runtime.agent_spec import AgentSpec
 from mergegate.runtime.approvals import ApprovalGate, FileApprovals, PauseAll
 from mergegate.runtime.replay import TrajectoryError, exit_code, load_trajectory, replay
-from mergegate.runtime.runner import CallResult, ToolRunner
+from mergegate.runtime.runner import CallResult
 from mergegate.runtime.workspace import Workspace
 from mergegate.service.check import default_audit_path
 from mergegate.service.policy_source import LoadedPolicy, load_policy, load_policy_text
+from mergegate.service.runtime_agents import UnknownAgent, build_runner, find_agent
 from mergegate.store.audit_log import AuditLog
 from mergegate.vcs.git import GitError, GitRepo
 
@@ -78,12 +79,10 @@ def _policy(workspace: Path, policy_file: Path | None, base: str | None) -> Load
 
 
 def _agent(loaded: LoadedPolicy, name: str) -> AgentSpec:
-    if name in loaded.runtime_agents:
-        return loaded.runtime_agents[name]
-    if name in PRESETS:
-        return build_agent(name, None)
-    known = sorted(set(loaded.runtime_agents) | set(PRESETS))
-    raise fail(f"no runtime agent {name!r} in {loaded.source} (known: {', '.join(known)})")
+    try:
+        return find_agent(loaded, name)
+    except UnknownAgent as exc:
+        raise fail(str(exc)) from None
 
 
 def _audit_path(workspace: Path, audit: Path | None) -> Path:
@@ -104,24 +103,6 @@ def _render_text(results: list[CallResult]) -> None:
         preview = (output[-1] if output else "")[:80]
         table.add_row(str(r.index), r.tool, f"[{STATUS_STYLE[str(r.status)]}]{r.status}[/]", r.reason, preview)
     Console().print(table)
-
-
-def build_runner(
-    loaded: LoadedPolicy, name: str, spec: AgentSpec, workspace: Workspace, audit: AuditLog, gate: ApprovalGate
-) -> ToolRunner:
-    """A runner for ``name`` with everything the base policy says about the runtime."""
-    return ToolRunner(
-        agent=name,
-        spec=spec,
-        workspace=workspace,
-        audit=audit,
-        approvals=gate,
-        policy_applied=f"{loaded.source}@{loaded.digest}",
-        test_paths=loaded.policy.test_paths,
-        extra_protected=loaded.policy.runtime.protected_paths,
-        tests_command=loaded.policy.tests.command,
-        allow_danger_full_access=loaded.policy.runtime.allow_danger_full_access,
-    )
 
 
 @app.command("replay")

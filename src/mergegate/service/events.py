@@ -14,6 +14,9 @@ will rely on it):
 - **Failures are retried, then parked.** An exception rolls the handler back (a
   savepoint), counts an attempt and retries with back-off; after ``max_attempts`` the
   event is ``failed``, with the error stored and audited. Unknown kinds fail at once.
+  When the transaction itself fails (marking the event done, the commit, a lost
+  connection), the attempt is counted the same way in a transaction of its own, so an
+  event that can never be committed does not block the events behind it.
 
 Ordering: one worker handles events in id order, which keeps pushes to one change in
 sequence. Several server processes on PostgreSQL share the inbox (``SKIP LOCKED``) and
@@ -72,8 +75,25 @@ def handlers() -> dict[str, Handler]:
     return dict(_HANDLERS)
 
 
-#: Kinds that are not handled inside a claiming transaction (see ``service.checks``).
-LEASED_KINDS = ("check",)
+#: Kinds that are not handled inside a claiming transaction (see ``service.checks``,
+#: ``service.agent_runs``).
+LEASED_KINDS = ("check", "agent_run")
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one stored line: its type and message, no traceback."""
+    return "".join(traceback.format_exception_only(exc)).strip()
+
+
+def audit_failure(session: Session, event: EventRow) -> None:
+    """Audit that ``event`` was parked as ``failed``: nothing will act on it again."""
+    audit_db.append(
+        session,
+        action="event.failed",
+        outcome="error",
+        agent_id="mergegate",
+        details={"event": event.id, "kind": event.kind, "attempts": event.attempts, "error": event.last_error},
+    )
 
 
 class Dispatcher:
@@ -86,44 +106,60 @@ class Dispatcher:
 
     def process_one(self) -> bool:
         """Handle the oldest due pending event; False when there was none."""
-        with self.db.write() as session:
-            event = store.claim(session, exclude=LEASED_KINDS)
-            if event is None:
-                return False
-            handler = self.handlers.get(event.kind)
-            if handler is None:
-                error = f"no handler for event kind {event.kind!r}"
-                store.record_failure(session, event, error, max_attempts=1, backoff_s=0)
-                self._audit_failure(session, event)
+        event_id = None
+        try:
+            with self.db.write() as session:
+                event = store.claim(session, exclude=LEASED_KINDS)
+                if event is None:
+                    return False
+                event_id = event.id
+                self._handle(session, event)
                 return True
-            try:
-                with session.begin_nested():
-                    outcome = handler(session, event, store.payload(event), self.context)
-            except Exception as exc:
-                log.warning("event %s (%s) failed: %s", event.id, event.kind, exc)
-                error = "".join(traceback.format_exception_only(exc)).strip()
-                if store.record_failure(
-                    session, event, error, max_attempts=self.max_attempts, backoff_s=self.backoff_s
-                ):
-                    self._audit_failure(session, event)
-                return True
-            store.finish(session, event, outcome)
+        except Exception as exc:
+            if event_id is None:
+                raise  # nothing was claimed (e.g. the database is unreachable): nothing to count
+            # The transaction itself failed (at the event's ``done`` write, at commit, or
+            # a lost connection), after the handler's own errors were dealt with. Left
+            # alone, the event would stay first in line and be retried at once, forever,
+            # holding up every later event: count the attempt and back off instead.
+            self._failed_transaction(event_id, exc)
             return True
+
+    def _handle(self, session: Session, event: EventRow) -> None:
+        handler = self.handlers.get(event.kind)
+        if handler is None:
+            store.record_failure(
+                session, event, f"no handler for event kind {event.kind!r}", max_attempts=1, backoff_s=0
+            )
+            audit_failure(session, event)
+            return
+        try:
+            with session.begin_nested():
+                outcome = handler(session, event, store.payload(event), self.context)
+        except Exception as exc:
+            log.warning("event %s (%s) failed: %s", event.id, event.kind, exc)
+            if store.record_failure(
+                session, event, describe(exc), max_attempts=self.max_attempts, backoff_s=self.backoff_s
+            ):
+                audit_failure(session, event)
+            return
+        store.finish(session, event, outcome)
+
+    def _failed_transaction(self, event_id: int, exc: Exception) -> None:
+        log.warning("event %s: its transaction failed: %s", event_id, exc)
+        with self.db.write() as session:  # if this fails too, the worker logs it and polls again
+            event = store.lock(session, event_id)
+            if event is None or event.status != "pending":
+                return  # the commit went through after all (the error came after it)
+            error = f"the event's transaction failed: {describe(exc)}"
+            if store.record_failure(session, event, error, max_attempts=self.max_attempts, backoff_s=self.backoff_s):
+                audit_failure(session, event)
 
     def drain(self, limit: int = 1000) -> int:
         done = 0
         while done < limit and self.process_one():
             done += 1
         return done
-
-    def _audit_failure(self, session: Session, event: EventRow) -> None:
-        audit_db.append(
-            session,
-            action="event.failed",
-            outcome="error",
-            agent_id="mergegate",
-            details={"event": event.id, "kind": event.kind, "attempts": event.attempts, "error": event.last_error},
-        )
 
 
 class Worker:

@@ -25,6 +25,7 @@ _KEYS = {
     "database",
     "merge_method",
     "check_workers",
+    "approval_timeout_s",
 }
 MERGE_METHODS = ("merge", "squash", "rebase")
 
@@ -51,6 +52,8 @@ class ServerSettings:
     merge_method: str = "merge"
     #: Checks run concurrently (a slow check never holds up pushes, reviews or merges).
     check_workers: int = 2
+    #: How long a paused agent call waits for a human before it expires (a denial).
+    approval_timeout_s: int = 86_400
     extra: dict = field(default_factory=dict)
 
     @property
@@ -102,11 +105,16 @@ class ServerSettings:
                 database_url=str(values.get("database", "")),
                 merge_method=str(values.get("merge_method", settings.merge_method)),
                 check_workers=_int(values.get("check_workers", settings.check_workers), config, "check_workers"),
+                approval_timeout_s=_int(
+                    values.get("approval_timeout_s", settings.approval_timeout_s), config, "approval_timeout_s"
+                ),
             )
             if settings.merge_method not in MERGE_METHODS:
                 raise SettingsError(f"{config}: merge_method must be one of {', '.join(MERGE_METHODS)}")
             if not 1 <= settings.check_workers <= 16:
                 raise SettingsError(f"{config}: check_workers must be between 1 and 16")
+            if not 1 <= settings.approval_timeout_s <= 30 * 86_400:
+                raise SettingsError(f"{config}: approval_timeout_s must be between 1 and 2592000 (30 days)")
         return replace(
             settings,
             host=host or settings.host,

@@ -406,6 +406,8 @@ class AgentRunRow(Base):
     head_sha: Mapped[str | None] = mapped_column(String(64))
     base_sha: Mapped[str | None] = mapped_column(String(64))
     policy_applied: Mapped[str | None] = mapped_column(String(500))
+    #: How long its approval requests wait for a human before they expire (a denial).
+    approval_timeout_s: Mapped[int] = mapped_column(Integer)
     turns: Mapped[int] = mapped_column(Integer, default=0)
     requests: Mapped[int] = mapped_column(Integer, default=0)
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)

@@ -16,13 +16,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from mergegate import __version__
+from mergegate.service.agent_runs import AgentRunWorker
 from mergegate.service.checks import CheckWorker
 from mergegate.service.errors import ServiceError
 from mergegate.service.events import Dispatcher, HandlerContext, Worker
 from mergegate.service.server import Server, prepare
 from mergegate.service.settings import ServerSettings
 from mergegate.web.git import GitEndpoint
-from mergegate.web.routers import admin, changes, gate, groups, repos, reviews, users
+from mergegate.web.routers import admin, agent_runs, approvals, changes, gate, groups, repos, reviews, users
 
 log = logging.getLogger("mergegate.web")
 
@@ -48,7 +49,7 @@ def create_app(settings: ServerSettings, server: Server | None = None, *, start_
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        worker = checker = None
+        worker = checker = runs = None
         if start_worker:
             worker = Worker(Dispatcher(server.db, context), poll_s=settings.worker_poll_s)
             worker.start()
@@ -57,11 +58,17 @@ def create_app(settings: ServerSettings, server: Server | None = None, *, start_
                 server.db, server.forge, workers=settings.check_workers, poll_s=settings.worker_poll_s
             )
             checker.start()
+            # Hosted agent runs (and approval expiry) in their own thread: a run waits on models.
+            runs = AgentRunWorker(server.db, server.forge, settings.data_dir, poll_s=settings.worker_poll_s)
+            runs.start()
         app.state.worker = worker
         app.state.checker = checker
+        app.state.agent_worker = runs
         try:
             yield
         finally:
+            if runs is not None:
+                runs.stop()
             if checker is not None:
                 checker.stop()
             if worker is not None:
@@ -81,6 +88,7 @@ def create_app(settings: ServerSettings, server: Server | None = None, *, start_
     app.state.context = context
     app.state.worker = None
     app.state.checker = None
+    app.state.agent_worker = None
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError):
@@ -112,7 +120,7 @@ def create_app(settings: ServerSettings, server: Server | None = None, *, start_
         """Liveness: answers once the database is migrated and the app is up."""
         return {"ok": True, "version": __version__}
 
-    routers = (users, repos, changes, reviews, gate, groups, admin)
+    routers = (users, repos, changes, reviews, gate, groups, admin, approvals, agent_runs)
     for module in routers:
         app.include_router(module.router)
     app.router.routes.append(Route("/git/{path:path}", GitEndpoint(), methods=["GET", "POST"]))

@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("head_sha", sa.String(64), nullable=True),
         sa.Column("base_sha", sa.String(64), nullable=True),
         sa.Column("policy_applied", sa.String(500), nullable=True),
+        sa.Column("approval_timeout_s", sa.Integer(), nullable=False),
         sa.Column("turns", sa.Integer(), nullable=False),
         sa.Column("requests", sa.Integer(), nullable=False),
         sa.Column("input_tokens", sa.Integer(), nullable=False),

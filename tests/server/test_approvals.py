@@ -1,0 +1,189 @@
+"""Durable approval pauses on the gate server, over HTTP with real git, SQLite and PostgreSQL.
+
+A hosted agent run that calls a tool needing approval pauses; the pause survives a
+kill -9 of the server; a human (neither the agent nor the change's author) decides; the
+run resumes and the call runs (the comment appears on the change) or the agent gets
+the denial as its tool result. Expiry is a denial; agents never decide.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.server.conftest import GateServer
+from tests.server.gate_helpers import BASE_POLICY, clone, make_repo, people, push_change, unique, wait_for
+
+POLICY = BASE_POLICY + ('  commenter:\n    tools: "Read, PostComment"\n    sandbox: read-only\n')
+CALLS = [
+    {"tool": "Read", "args": {"path": "README.md"}},
+    {"tool": "PostComment", "args": {"body": "the agent says: LGTM"}},
+    {"tool": "Read", "args": {"path": "app.py"}},
+]
+
+
+@pytest.fixture(scope="module")
+def setup(server: GateServer, tmp_path_factory):
+    root = tmp_path_factory.mktemp("approvals")
+    who = people(server, unique("_"))
+    repo = make_repo(server, root, unique("appr"), {".mergegate.yml": POLICY})
+    # The agent principal the runs act as.
+    who["agent"] = type(who["bot"])(f"commenter{unique('_')}", "")
+    who["agent"] = type(who["bot"])(who["agent"].name, server.add_principal(who["agent"].name, "agent"))
+    return root, who, repo
+
+
+def _change(server: GateServer, setup) -> int:
+    root, who, repo = setup
+    w = clone(server, repo, who["carol"], root)
+    return push_change(w, unique("feature/"), {"app.py": "print('hi')\n"}, "Add app")
+
+
+def _start(server: GateServer, token: str, n: int, principal: str, calls=CALLS, **extra):
+    with server.client(token) as api:
+        body = {"change": n, "agent": "commenter", "principal": principal, "calls": calls, **extra}
+        return api.post("/api/agent-runs", json=body)
+
+
+def _run(server: GateServer, run_id: int) -> dict:
+    with server.admin() as api:
+        r = api.get(f"/api/agent-runs/{run_id}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+def _wait_status(server: GateServer, run_id: int, *states: str, timeout: float = 60) -> dict:
+    return wait_for(
+        lambda: (run := _run(server, run_id))["status"] in states and run, timeout, f"run {run_id} in {states}"
+    )
+
+
+def _pending(server: GateServer, run_id: int) -> list[dict]:
+    with server.admin() as api:
+        r = api.get("/api/approvals", params={"state": "pending", "run": run_id})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+def _decide(server: GateServer, token: str, request_id: int, verb: str, reason: str = ""):
+    with server.client(token) as api:
+        return api.post(f"/api/approvals/{request_id}/{verb}", json={"reason": reason})
+
+
+def test_a_pause_survives_kill_9_and_the_approved_call_runs(server: GateServer, setup):
+    _, who, _ = setup
+    n = _change(server, setup)
+    r = _start(server, who["alice"].token, n, who["agent"].name)
+    assert r.status_code == 201, r.text
+    run_id = r.json()["id"]
+    run = _wait_status(server, run_id, "paused")
+    assert [x["status"] for x in run["results"]] == ["allowed"]
+    [req] = _pending(server, run_id)
+    assert req["tool"] == "PostComment" and req["args"] == {"body": "the agent says: LGTM"}
+    assert req["call_index"] == 1 and req["change"] == n and run["pending_approvals"] == [req["id"]]
+
+    server.stop(signal.SIGKILL)
+    server.start()
+    assert [p["id"] for p in _pending(server, run_id)] == [req["id"]], "the pause did not survive the restart"
+    assert _run(server, run_id)["status"] == "paused"
+
+    r = _decide(server, who["bob"].token, req["id"], "approve", "fine")
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "approved" and r.json()["decided_by"] == who["bob"].name
+    run = _wait_status(server, run_id, "done", "error")
+    assert run["status"] == "done", run
+    assert [x["status"] for x in run["results"]] == ["allowed", "allowed", "allowed"]
+    comments = server.change(n)["comments"]
+    assert [(c["author"], c["body"]) for c in comments] == [(who["agent"].name, "the agent says: LGTM")]
+    assert run["outbox"][0]["delivered"] is True
+
+    actions = [e["action"] for e in server.audit() if e["details"].get("request") == req["id"]]
+    assert "approval.requested" in actions and "approval.approved" in actions
+    # Deciding again is a clear conflict that names the first decision.
+    again = _decide(server, who["alice"].token, req["id"], "approve")
+    assert again.status_code == 409 and f"already approved by {who['bob'].name}" in again.json()["reason"]
+
+
+def test_a_denial_reaches_the_agent_as_the_tool_result(server: GateServer, setup):
+    _, who, _ = setup
+    n = _change(server, setup)
+    run_id = _start(server, who["alice"].token, n, who["agent"].name).json()["id"]
+    _wait_status(server, run_id, "paused")
+    [req] = _pending(server, run_id)
+    missing = _decide(server, who["bob"].token, req["id"], "deny")
+    assert missing.status_code == 422, missing.text
+    r = _decide(server, who["bob"].token, req["id"], "deny", "no comments on this change, please")
+    assert r.status_code == 200 and r.json()["status"] == "denied", r.text
+    run = _wait_status(server, run_id, "done", "error")
+    denied = run["results"][1]
+    assert denied["status"] == "refused"
+    assert denied["reason"] == f"denied by {who['bob'].name}: no comments on this change, please"
+    assert run["results"][2]["status"] == "allowed", "the run carries on after a denial"
+    assert server.change(n)["comments"] == []
+    assert _decide(server, who["bob"].token, req["id"], "approve").status_code == 409
+
+
+def test_an_unanswered_request_expires_into_a_denial(server: GateServer, setup):
+    _, who, _ = setup
+    n = _change(server, setup)
+    run_id = _start(server, who["alice"].token, n, who["agent"].name, approval_timeout_s=2).json()["id"]
+    _wait_status(server, run_id, "paused")
+    with server.admin() as api:
+        req = api.get("/api/approvals", params={"run": run_id}).json()[0]
+    run = _wait_status(server, run_id, "done", "error", timeout=30)
+    assert run["results"][1]["status"] == "refused"
+    assert "the approval expired" in run["results"][1]["reason"]
+    with server.admin() as api:
+        assert api.get(f"/api/approvals/{req['id']}").json()["status"] == "expired"
+    late = _decide(server, who["bob"].token, req["id"], "approve")
+    assert late.status_code == 409 and "expired" in late.json()["reason"]
+    expired = [e for e in server.audit("approval.expired") if e["details"]["request"] == req["id"]]
+    assert len(expired) == 1 and expired[0]["outcome"] == "expired"
+    assert server.change(n)["comments"] == []
+
+
+def test_agents_and_the_changes_author_cannot_decide(server: GateServer, setup):
+    _, who, _ = setup
+    n = _change(server, setup)
+    run_id = _start(server, who["alice"].token, n, who["agent"].name).json()["id"]
+    _wait_status(server, run_id, "paused")
+    [req] = _pending(server, run_id)
+    for person in ("agent", "bot", "rootbot"):  # its own pause, another agent, an admin agent
+        r = _decide(server, who[person].token, req["id"], "approve")
+        assert r.status_code == 403, r.text
+        assert "agents can never approve" in r.json()["reason"]
+        refused = [
+            e
+            for e in server.audit("approval.approve")
+            if e["agent_id"] == who[person].name and e["details"].get("request") == req["id"]
+        ]
+        assert refused and refused[-1]["outcome"] == "refused"
+    r = _decide(server, who["carol"].token, req["id"], "approve")
+    assert r.status_code == 403 and "author of change" in r.json()["reason"], r.text
+    assert any(
+        e["agent_id"] == who["carol"].name and e["outcome"] == "refused" for e in server.audit("approval.approve")
+    )
+    assert _pending(server, run_id)[0]["status"] == "pending", "a refused decision changed nothing"
+    assert _decide(server, who["bob"].token, 999_999, "approve").status_code == 404
+    with server.client(who["bob"].token) as api:
+        assert api.get("/api/approvals/999999").status_code == 404
+    # Clean up: the run ends (denied) so later tests' runs are not queued behind it.
+    assert _decide(server, who["bob"].token, req["id"], "deny", "test over").status_code == 200
+
+
+def test_only_human_maintainers_start_runs(server: GateServer, setup):
+    _, who, _ = setup
+    n = _change(server, setup)
+    for person, word in (("bot", "agents cannot start"), ("carol", "maintainer or admin role")):
+        r = _start(server, who[person].token, n, who["agent"].name)
+        assert r.status_code == 403 and word in r.json()["reason"], r.text
+    r = _start(server, who["alice"].token, n, who["bob"].name)
+    assert r.status_code == 422 and "not an agent principal" in r.json()["reason"]
+    r = _start(server, who["alice"].token, n, who["agent"].name, calls=[{"nope": 1}])
+    assert r.status_code == 422, r.text
+    with server.client(who["alice"].token) as api:
+        r = api.post(
+            "/api/agent-runs", json={"change": n, "agent": "ghost", "principal": who["agent"].name, "calls": CALLS}
+        )
+    assert r.status_code == 422 and "no runtime agent 'ghost'" in r.json()["reason"]
