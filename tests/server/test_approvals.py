@@ -8,12 +8,14 @@ the denial as its tool result. Expiry is a denial; agents never decide.
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
 
 from tests.server.conftest import GateServer
 from tests.server.gate_helpers import BASE_POLICY, clone, make_repo, people, push_change, unique, wait_for
+from tests.server.test_cli import cli
 
 POLICY = BASE_POLICY + ('  commenter:\n    tools: "Read, PostComment"\n    sandbox: read-only\n')
 CALLS = [
@@ -187,3 +189,51 @@ def test_only_human_maintainers_start_runs(server: GateServer, setup):
             "/api/agent-runs", json={"change": n, "agent": "ghost", "principal": who["agent"].name, "calls": CALLS}
         )
     assert r.status_code == 422 and "no runtime agent 'ghost'" in r.json()["reason"]
+
+
+def test_the_cli_starts_lists_shows_and_decides(server: GateServer, setup, tmp_path):
+    _, who, _ = setup
+    n = _change(server, setup)
+    trajectory = tmp_path / "calls.jsonl"
+    trajectory.write_text("\n".join(json.dumps(c) for c in CALLS) + "\n")
+    alice = {"token": who["alice"].token, "url": server.url}
+    started = cli(
+        "agent",
+        "start",
+        "commenter",
+        "--change",
+        str(n),
+        "--calls",
+        str(trajectory),
+        "--principal",
+        who["agent"].name,
+        "--json",
+        **alice,
+    )
+    assert started.returncode == 0, started.stderr
+    run_id = json.loads(started.stdout)["id"]
+    _wait_status(server, run_id, "paused")
+
+    listed = cli("approvals", "list", "--run", str(run_id), **alice)
+    assert listed.returncode == 0, listed.stderr
+    assert "PostComment" in listed.stdout and "pending" in listed.stdout
+    [req] = json.loads(cli("approvals", "list", "--run", str(run_id), "--json", **alice).stdout)
+    shown = cli("approvals", "show", str(req["id"]), **alice)
+    assert shown.returncode == 0 and "the tool always needs approval" in shown.stdout, shown.stdout
+
+    refused = cli("approvals", "approve", str(req["id"]), token=who["bot"].token, url=server.url)
+    assert refused.returncode == 1 and "agents can never approve" in refused.stderr
+    no_reason = cli("approvals", "deny", str(req["id"]), **alice)
+    assert no_reason.returncode == 2, no_reason.stderr
+    unknown = cli("approvals", "approve", "999999", **alice)
+    assert unknown.returncode == 2 and "no approval request 999999" in unknown.stderr
+
+    denied = cli("approvals", "deny", str(req["id"]), "--reason", "not now", **alice)
+    assert denied.returncode == 0 and f"denied request {req['id']}" in denied.stdout, denied.stderr
+    again = cli("approvals", "deny", str(req["id"]), "--reason", "again", **alice)
+    assert again.returncode == 2 and "already denied" in again.stderr
+    _wait_status(server, run_id, "done")
+    shown = cli("agent", "runs", str(run_id), **alice)
+    assert shown.returncode == 0 and f"denied by {who['alice'].name}: not now" in shown.stdout, shown.stdout
+    runs = json.loads(cli("agent", "runs", "--change", str(n), "--json", **alice).stdout)
+    assert [r["id"] for r in runs] == [run_id]

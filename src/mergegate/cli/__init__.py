@@ -13,6 +13,7 @@ from mergegate import __version__
 from mergegate.cli import (
     admin_cmd,
     agent_cmd,
+    approvals_cmd,
     audit_cmd,
     change_cmd,
     check_cmd,
@@ -42,6 +43,7 @@ app.add_typer(admin_cmd.repo_app, name="repo")
 app.add_typer(change_cmd.app, name="change")
 app.add_typer(group_cmd.app, name="group")
 app.add_typer(agent_cmd.app, name="agent")
+app.add_typer(approvals_cmd.app, name="approvals")
 
 
 def _version(value: bool) -> None:

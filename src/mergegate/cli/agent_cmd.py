@@ -6,6 +6,10 @@ approvals, and reports per call: allowed, refused (why) or paused.
 
 Exit codes: 0 every call allowed; 1 at least one refused or paused; 2 usage or
 configuration error (bad trajectory, unknown agent, invalid policy); 3 internal error.
+
+On the gate server: ``mergegate agent start NAME --change N (--prompt TEXT | --calls
+FILE.jsonl)`` runs an agent there (its paused calls wait in ``mergegate approvals``),
+``mergegate agent runs [ID]`` shows them.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from mergegate.cli.admin_cmd import JSON_OPT, _table, call, emit
 from mergegate.cli.console import err, fail
 from mergegate.cli.exit_codes import ExitCode
 from mergegate.core.policy import PolicyError
@@ -145,3 +151,72 @@ def replay_cmd(
     else:
         _render_text(results)
     raise typer.Exit(exit_code(results))
+
+
+# -- hosted runs on the gate server ------------------------------------------------------------
+
+
+def _print_run(run: dict) -> None:
+    console = Console(soft_wrap=True, highlight=False)
+    console.print(
+        f"agent run {run['id']}: {run['agent']} as {run['principal']} on change {run['change']} "
+        f"({run['kind']}) — [bold]{run['status']}[/]" + (f": {escape(run['reason'])}" if run["reason"] else "")
+    )
+    console.print(
+        f"  started by {run['started_by']}; {run['turns']} call(s), {run['requests']} model request(s), "
+        f"{run['input_tokens'] + run['output_tokens']} tokens, ${run['cost_usd']}"
+    )
+    for r in run["results"]:
+        style = STATUS_STYLE.get(r["status"], "")
+        console.print(f"  #{r['index']} {r['tool']} [{style}]{r['status']}[/] {escape(r['reason'])}")
+    if run["pending_approvals"]:
+        ids = ", ".join(map(str, run["pending_approvals"]))
+        console.print(f"  waiting on approval request(s) {ids}: mergegate approvals show ID")
+
+
+@app.command("start")
+def start_cmd(
+    name: str = typer.Argument(..., help="The runtime agent, as the base branch's .mergegate.yml declares it."),
+    change: int = typer.Option(..., "--change", help="The change it works on."),
+    prompt: str | None = typer.Option(None, "--prompt", help="A model run: what to do."),
+    calls: Path | None = typer.Option(None, "--calls", help="A scripted run: a trajectory (JSON lines)."),
+    principal: str | None = typer.Option(None, "--principal", help="The agent principal (default: NAME)."),
+    approval_timeout: int | None = typer.Option(
+        None, "--approval-timeout", help="Seconds its paused calls wait for a human (default: the server's)."
+    ),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Start an agent on a change on the gate server (human maintainers and admins).
+
+    Exit 0 started, 1 refused, 2 a wrong request, 3 the server is unreachable."""
+    if (prompt is None) == (calls is None):
+        raise fail("give --prompt TEXT (a model run) or --calls FILE.jsonl (a scripted run)")
+    body: dict = {"change": change, "agent": name, "principal": principal, "approval_timeout_s": approval_timeout}
+    if calls is not None:
+        try:
+            body["calls"] = [{"tool": c.tool, "args": c.args} for c in load_trajectory(calls)]
+        except TrajectoryError as exc:
+            raise fail(str(exc)) from None
+    else:
+        body["prompt"] = prompt
+    run = call(lambda c: c.post("/api/agent-runs", body))
+    emit(run, as_json, f"started agent run {run['id']} ({run['agent']} on change {change}): {run['status']}")
+
+
+@app.command("runs")
+def runs_cmd(
+    run_id: int | None = typer.Argument(None, help="One run, in detail."),
+    change: int | None = typer.Option(None, "--change", help="Only the runs on this change."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Hosted agent runs on the gate server (status, calls, spend, pending approvals)."""
+    if run_id is not None:
+        run = call(lambda c: c.get(f"/api/agent-runs/{run_id}"))
+        emit(run, as_json, lambda: _print_run(run))
+        return
+    runs = call(lambda c: c.get("/api/agent-runs", change=change))
+    rows = [
+        [str(r["id"]), str(r["change"] or ""), r["agent"], r["kind"], r["status"], str(r["turns"]), r["cost_usd"]]
+        for r in runs
+    ]
+    emit(runs, as_json, lambda: _table(rows, ["ID", "CHANGE", "AGENT", "KIND", "STATUS", "CALLS", "COST_USD"]))
