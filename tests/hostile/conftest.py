@@ -25,6 +25,10 @@ from mergegate.cli import app
 from mergegate.store.audit_log import AuditLog
 from tests.conftest import require_tool
 
+# The real gate server of tests/server (module-scoped, SQLite and PostgreSQL), for the
+# attacks through the gate's API and git (test_gate_attacks.py).
+from tests.server.conftest import backend, server  # noqa: F401
+
 CANARY = "mg-canary-7f3a9c1e5b"
 
 #: The base branch's policy. ``shell`` is deliberately wide open (bare ``Bash``): its
@@ -48,6 +52,8 @@ agents:
     tools: "WebFetch(domain:localhost), WebFetch(domain:127.0.0.1)"
   commenter:
     tools: "Read, Grep, PostComment"
+  gate-fetcher:
+    tools: "Read, Grep, WebFetch(domain:localhost), WebFetch(domain:127.0.0.1)"
 """
 
 FILES = {

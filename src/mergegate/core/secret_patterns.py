@@ -42,6 +42,14 @@ PATTERNS = (
         r"(?i)(?:aws.{0,20}secret|secret.?access.?key)[\w.-]{0,20}[\"']?\s*[:=]>?\s*[\"']?"
         r"([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
     ),
+    # The gate's own API tokens (store/principals.py): a fixed format, never a placeholder.
+    _p(
+        "mergegate-token",
+        "mergegate API token",
+        Severity.HIGH,
+        0.99,
+        r"\b(mgt_[0-9a-f]{12}_[A-Za-z0-9_-]{43})(?![\w-])",
+    ),
     _p("anthropic-api-key", "Anthropic API key", Severity.HIGH, 0.95, r"\b(sk-ant-[a-z]{3,8}\d{2}-[\w-]{32,})"),
     _p("github-token", "GitHub token", Severity.HIGH, 0.95, r"\b((?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,255})\b"),
     _p("github-token", "GitHub token", Severity.HIGH, 0.95, r"\b(github_pat_[A-Za-z0-9_]{60,255})\b"),
@@ -72,7 +80,19 @@ PATTERNS = (
         group=2,
         user_group=1,
     ),
+    # Any other URL with a password (``https://user:pw@host``): a credential in the clear.
+    _p(
+        "url-password",
+        "URL with a password",
+        Severity.HIGH,
+        0.7,
+        r"\b[a-z][a-z0-9+.-]{1,20}://([^:/\s@'\"]+):([^@/\s'\"]+)@",
+        group=2,
+        user_group=1,
+    ),
 )
+#: Formats so specific that a match is never a placeholder (random parts can spell "todo").
+_EXACT_FORMAT = {"mergegate-token"}
 #: Rules whose match must look random (a digit and a letter), not a word-ish identifier.
 _RANDOM_LOOKING = {"openai-api-key", "anthropic-api-key", "aws-secret-access-key", "gitlab-token", "slack-token"}
 
@@ -177,7 +197,9 @@ def pattern_hits(path: str, line_no: int, text: str) -> list[Hit]:
         for m in p.regex.finditer(text):
             value = m.group(p.group)
             user = m.group(p.user_group) if p.user_group else None
-            if is_placeholder(value, user) or (p.rule in _RANDOM_LOOKING and not _looks_random(value)):
+            if (p.rule not in _EXACT_FORMAT and is_placeholder(value, user)) or (
+                p.rule in _RANDOM_LOOKING and not _looks_random(value)
+            ):
                 continue
             hits.append(Hit(path, line_no, p.rule, p.kind, p.severity, p.confidence, value))
     return hits

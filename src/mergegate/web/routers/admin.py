@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy import select
 
 from mergegate.core.principals import Permission
-from mergegate.service.authz import require
+from mergegate.service.authz import refuse, require
 from mergegate.service.errors import Invalid
 from mergegate.store import audit_db
 from mergegate.store import events as event_store
@@ -40,6 +40,23 @@ def recent_audit(
     require(db, actor, Permission.MANAGE_PRINCIPALS, action="audit.read")
     with db.read() as session:
         return audit_db.recent(session, action=action, limit=max(1, min(limit, 1000)))
+
+
+#: Why no API writes the audit log, for whoever tries (an agent that found a token, say).
+AUDIT_WRITE_REFUSAL = (
+    "the audit log is append-only and only the gate writes it, in the transaction of the act it records; "
+    "no API adds, changes or deletes entries"
+)
+
+
+@router.api_route("/audit", methods=["POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+@router.api_route("/audit/{rest:path}", methods=["POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+def write_audit(request: Request, actor: CurrentActor):
+    """Refused for everyone, admins included, and audited: trying is itself worth a trail."""
+    db = request.app.state.server.db
+    raise refuse(
+        db, actor.name, "audit.write", AUDIT_WRITE_REFUSAL, {"request": f"{request.method} {request.url.path}"}
+    )
 
 
 @router.get("/events", response_model=list[EventOut])

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 
+from mergegate.core.principals import Permission
 from mergegate.service import changes, repos
+from mergegate.service.authz import require
+from mergegate.service.errors import Invalid
 from mergegate.web.auth import CurrentActor
 from mergegate.web.schemas import ChangeOut, RepoIn, RepoOut
 
@@ -41,3 +44,22 @@ def get_repo(name: str, request: Request, actor: CurrentActor):
 @router.get("/{name}/changes", response_model=list[ChangeOut])
 def repo_changes(name: str, request: Request, actor: CurrentActor, state: str | None = None):
     return changes.list_changes(request.app.state.server.db, repo=name, state=state)
+
+
+@router.api_route("/{name}", methods=["PUT", "PATCH"], include_in_schema=False)
+@router.api_route("/{name}/policy", methods=["POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+def change_repo_policy(name: str, request: Request, actor: CurrentActor):
+    """No API changes a repository's rules: they are ``.mergegate.yml`` and CODEOWNERS on the
+    protected branch. Agents are refused (and audited) as for any policy change; anyone
+    else is told where the policy lives."""
+    require(
+        request.app.state.server.db,
+        actor,
+        Permission.CHANGE_POLICY,
+        action="repo.policy",
+        details={"repo": name, "request": f"{request.method} {request.url.path}"},
+    )
+    raise Invalid(
+        f"{name}: a repository's policy is .mergegate.yml and CODEOWNERS on its protected branch; "
+        "change them through a change their owners approve"
+    )
