@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import signal
+from decimal import Decimal
 
 import pytest
 
+from tests.runtime.openai_fake import FakeOpenAI, completion
 from tests.server.conftest import GateServer
 from tests.server.gate_helpers import BASE_POLICY, clone, make_repo, people, push_change, unique, wait_for
 from tests.server.test_cli import cli
@@ -237,3 +239,62 @@ def test_the_cli_starts_lists_shows_and_decides(server: GateServer, setup, tmp_p
     assert shown.returncode == 0 and f"denied by {who['alice'].name}: not now" in shown.stdout, shown.stdout
     runs = json.loads(cli("agent", "runs", "--change", str(n), "--json", **alice).stdout)
     assert [r["id"] for r in runs] == [run_id]
+
+
+def test_a_model_run_pauses_survives_kill_9_and_resumes_with_the_tool_result(server: GateServer, setup):
+    root, who, _ = setup
+    script = [
+        completion(tool_calls=[("Read", {"path": "README.md"}), ("PostComment", {"body": "the model says hi"})]),
+        completion(content="Posted my comment."),
+    ]
+    with FakeOpenAI(script) as fake:
+        # The gate's own llm-review check would ask the same model: off, so the script is the agent's.
+        models = (
+            "  llm-review: {enabled: false}\n"
+            "models:\n"
+            f"  default: {{provider: openai-compatible, base_url: '{fake.base_url}', model: fake-model, "
+            "retry_base_s: 0.05}\n"
+            "  prices:\n    fake-model: {input_per_mtok: 2.0, output_per_mtok: 8.0}\n"
+        )
+        repo = make_repo(server, root, unique("model"), {".mergegate.yml": POLICY + models})
+        w = clone(server, repo, who["carol"], root)
+        n = push_change(w, unique("feature/"), {"app.py": "print('hi')\n"}, "Add app")
+        with server.client(who["alice"].token) as api:
+            body = {"change": n, "agent": "commenter", "principal": who["agent"].name, "prompt": "Review and comment."}
+            r = api.post("/api/agent-runs", json=body)
+        assert r.status_code == 201, r.text
+        run_id = r.json()["id"]
+        run = _wait_status(server, run_id, "paused", "error", "done")
+        assert run["status"] == "paused", run["reason"]
+        assert len(fake.requests) == 1 and run["requests"] == 1
+        [req] = _pending(server, run_id)
+        assert req["tool"] == "PostComment" and req["args"] == {"body": "the model says hi"}
+
+        server.stop(signal.SIGKILL)
+        server.start()
+        assert _run(server, run_id)["status"] == "paused"
+        assert _decide(server, who["bob"].token, req["id"], "approve").status_code == 200
+        run = _wait_status(server, run_id, "done", "error", "budget_exceeded")
+        assert run["status"] == "done", run
+        assert run["output"] == "Posted my comment."
+        # The resumed conversation carries both tool results, answered in order, to the model.
+        assert len(fake.requests) == 2 and fake.problems == []
+        tool_messages = [m for m in fake.requests[1].body["messages"] if m["role"] == "tool"]
+        assert [m["tool_call_id"] for m in tool_messages] == ["call_0_Read", "call_1_PostComment"]
+        assert "hello" in tool_messages[0]["content"]
+        assert "comment queued" in tool_messages[1]["content"]
+        # Budget and cost kept across the pause and the restart: two requests of 100 + 20 tokens.
+        assert (run["requests"], run["input_tokens"], run["output_tokens"]) == (2, 200, 40)
+        assert Decimal(run["cost_usd"]) == Decimal("0.00072")
+    comments = server.change(n)["comments"]
+    assert [(c["author"], c["body"]) for c in comments] == [(who["agent"].name, "the model says hi")]
+
+
+def test_a_model_run_without_a_model_is_skipped_not_faked(server: GateServer, setup):
+    _, who, _ = setup
+    n = _change(server, setup)
+    with server.client(who["alice"].token) as api:
+        body = {"change": n, "agent": "commenter", "principal": who["agent"].name, "prompt": "Review it."}
+        run_id = api.post("/api/agent-runs", json=body).json()["id"]
+    run = _wait_status(server, run_id, "skipped", "error", "done")
+    assert run["status"] == "skipped" and "no model configured" in run["reason"], run
