@@ -14,9 +14,19 @@ from decimal import Decimal
 
 import pytest
 
-from tests.runtime.openai_fake import FakeOpenAI, completion
+from tests.runtime.llm_support import REVIEW
+from tests.runtime.openai_fake import FakeOpenAI, completion, final
 from tests.server.conftest import GateServer
-from tests.server.gate_helpers import BASE_POLICY, clone, make_repo, people, push_change, unique, wait_for
+from tests.server.gate_helpers import (
+    BASE_POLICY,
+    clone,
+    make_repo,
+    people,
+    push_change,
+    unique,
+    wait_checked,
+    wait_for,
+)
 from tests.server.test_cli import cli
 
 POLICY = BASE_POLICY + ('  commenter:\n    tools: "Read, PostComment"\n    sandbox: read-only\n')
@@ -243,14 +253,22 @@ def test_the_cli_starts_lists_shows_and_decides(server: GateServer, setup, tmp_p
 
 def test_a_model_run_pauses_survives_kill_9_and_resumes_with_the_tool_result(server: GateServer, setup):
     root, who, _ = setup
-    script = [
+    replies = [
         completion(tool_calls=[("Read", {"path": "README.md"}), ("PostComment", {"body": "the model says hi"})]),
         completion(content="Posted my comment."),
     ]
+    asked: list[dict] = []  # the agent's requests (the gate's llm-review check asks the same model)
+    reviews: list[dict] = []
+
+    def script(body: dict):
+        if "code reviewer for a merge gate" in str(body["messages"][0].get("content")):
+            reviews.append(body)
+            return final(REVIEW, prompt_tokens=1000, completion_tokens=100)
+        asked.append(body)
+        return replies.pop(0)
+
     with FakeOpenAI(script) as fake:
-        # The gate's own llm-review check would ask the same model: off, so the script is the agent's.
         models = (
-            "  llm-review: {enabled: false}\n"
             "models:\n"
             f"  default: {{provider: openai-compatible, base_url: '{fake.base_url}', model: fake-model, "
             "retry_base_s: 0.05}\n"
@@ -266,7 +284,7 @@ def test_a_model_run_pauses_survives_kill_9_and_resumes_with_the_tool_result(ser
         run_id = r.json()["id"]
         run = _wait_status(server, run_id, "paused", "error", "done")
         assert run["status"] == "paused", run["reason"]
-        assert len(fake.requests) == 1 and run["requests"] == 1
+        assert len(asked) == 1 and run["requests"] == 1
         [req] = _pending(server, run_id)
         assert req["tool"] == "PostComment" and req["args"] == {"body": "the model says hi"}
 
@@ -275,19 +293,27 @@ def test_a_model_run_pauses_survives_kill_9_and_resumes_with_the_tool_result(ser
         assert _run(server, run_id)["status"] == "paused"
         assert _decide(server, who["bob"].token, req["id"], "approve").status_code == 200
         run = _wait_status(server, run_id, "done", "error", "budget_exceeded")
-        assert run["status"] == "done", run
+        assert run["status"] == "done", run["reason"]
         assert run["output"] == "Posted my comment."
         # The resumed conversation carries both tool results, answered in order, to the model.
-        assert len(fake.requests) == 2 and fake.problems == []
-        tool_messages = [m for m in fake.requests[1].body["messages"] if m["role"] == "tool"]
+        assert len(asked) == 2 and fake.problems == []
+        tool_messages = [m for m in asked[1]["messages"] if m["role"] == "tool"]
         assert [m["tool_call_id"] for m in tool_messages] == ["call_0_Read", "call_1_PostComment"]
         assert "hello" in tool_messages[0]["content"]
         assert "comment queued" in tool_messages[1]["content"]
         # Budget and cost kept across the pause and the restart: two requests of 100 + 20 tokens.
         assert (run["requests"], run["input_tokens"], run["output_tokens"]) == (2, 200, 40)
         assert Decimal(run["cost_usd"]) == Decimal("0.00072")
-    comments = server.change(n)["comments"]
-    assert [(c["author"], c["body"]) for c in comments] == [(who["agent"].name, "the model says hi")]
+        wait_checked(server, n)
+    change = server.change(n)
+    assert [(c["author"], c["body"]) for c in change["comments"]] == [(who["agent"].name, "the model says hi")]
+    # The change's model cost: this run plus every llm-review of its checks (1000 + 100 tokens each).
+    cost = change["cost"]
+    assert reviews and cost["agent_runs"] == 1 and Decimal(cost["agent_runs_usd"]) == Decimal("0.00072")
+    assert Decimal(cost["checks_usd"]) == Decimal("0.0028") * len(reviews)
+    assert Decimal(cost["total_usd"]) == Decimal("0.00072") + Decimal("0.0028") * len(reviews)
+    shown = cli("change", "show", str(n), token=who["alice"].token, url=server.url)
+    assert f"model cost:  ${cost['total_usd']} (agent runs: 1, $0.00072" in shown.stdout, shown.stdout
 
 
 def test_a_model_run_without_a_model_is_skipped_not_faked(server: GateServer, setup):

@@ -57,6 +57,11 @@ def change_show(number: int = typer.Argument(..., help="The change number."), as
             typer.echo(f"  patchset {ps['number']}: {ps['commit'][:12]} by {ps['pusher']} at {ps['created_at']}")
         for cm in change["comments"]:
             typer.echo(f"  comment by {cm['author']} on patchset {cm['patchset']}: {cm['body']}")
+        if cost := change.get("cost"):
+            typer.echo(
+                f"  model cost:  ${cost['total_usd']} (agent runs: {cost['agent_runs']}, ${cost['agent_runs_usd']}; "
+                f"checks: ${cost['checks_usd']})"
+            )
 
     emit(change, as_json, text)
 

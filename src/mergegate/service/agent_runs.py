@@ -36,6 +36,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import traceback
@@ -64,7 +65,7 @@ from mergegate.store import audit_db, principals
 from mergegate.store import changes as change_store
 from mergegate.store import events as event_store
 from mergegate.store.db import Database
-from mergegate.store.models import AgentRunRow, ChangeRow, RepoRow, utcnow
+from mergegate.store.models import AgentRunRow, ChangeRow, CheckRunRow, RepoRow, utcnow
 
 log = logging.getLogger("mergegate.agent_runs")
 
@@ -142,10 +143,30 @@ def get_run(db: Database, run_id: int) -> dict[str, Any]:
         return view(session, row)
 
 
-def cost_of_change(session: Session, change_id: int) -> tuple[Decimal, int]:
-    """The summed cost of the change's hosted agent runs, and how many there were."""
+#: The llm-review agent's note in a check report: "spent N requests, … tokens, $C (run …)".
+_CHECK_SPEND = re.compile(r"spent \d+ requests, \d+ input \+ \d+ output tokens, \$([0-9.]+)")
+
+
+def change_cost(session: Session, change_id: int) -> dict[str, Any]:
+    """What models cost for a change: its hosted agent runs plus the gate checks' LLM review
+    (read from the spend note llm-review leaves in each check report that ran it)."""
     costs = session.execute(select(AgentRunRow.cost_usd).where(AgentRunRow.change_id == change_id)).scalars().all()
-    return sum((Decimal(c) for c in costs), Decimal(0)), len(costs)
+    runs = sum((Decimal(c) for c in costs), Decimal(0))
+    reports = session.execute(
+        select(CheckRunRow.decision).where(CheckRunRow.change_id == change_id, CheckRunRow.decision.is_not(None))
+    ).scalars()
+    checks = Decimal(0)
+    for report in reports:
+        for agent in json.loads(report).get("agents", []):
+            for note in agent.get("notes", []):
+                if found := _CHECK_SPEND.search(note):
+                    checks += Decimal(found.group(1))
+    return {
+        "agent_runs": len(costs),
+        "agent_runs_usd": str(runs),
+        "checks_usd": str(checks),
+        "total_usd": str(runs + checks),
+    }
 
 
 # -- starting --------------------------------------------------------------------------------

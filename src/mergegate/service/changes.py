@@ -334,6 +334,9 @@ def view(session: Session, change: ChangeRow, *, detail: bool = False) -> dict[s
             }
             for c in comments
         ]
+        from mergegate.service.agent_runs import change_cost  # hosted runs import this module
+
+        data["cost"] = change_cost(session, change.id)
     return data
 
 

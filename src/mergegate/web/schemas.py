@@ -111,9 +111,19 @@ class CommentOut(BaseModel):
     created_at: str
 
 
+class ChangeCostOut(BaseModel):
+    """What models cost for the change, in USD (exact decimal text)."""
+
+    agent_runs: int
+    agent_runs_usd: str
+    checks_usd: str = Field(description="The gate checks' LLM review, as their reports state it.")
+    total_usd: str
+
+
 class ChangeDetailOut(ChangeOut):
     patchsets: list[PatchsetOut]
     comments: list[CommentOut]
+    cost: ChangeCostOut | None = None
 
 
 class AuditVerifyOut(BaseModel):
