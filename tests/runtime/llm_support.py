@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from decimal import Decimal
@@ -10,7 +11,8 @@ from typing import Any
 
 from mergegate.runtime.agent_spec import build_agent
 from mergegate.runtime.budget import Budget, Price
-from mergegate.runtime.llm_agent import RunPlan
+from mergegate.runtime.contracts import ReviewContract
+from mergegate.runtime.llm_agent import LLMRun, RunPlan, run_llm_agent
 from mergegate.runtime.model_guard import RetryPolicy
 from mergegate.runtime.models import ModelChoice
 from mergegate.runtime.runner import ToolRunner
@@ -78,3 +80,23 @@ def plan_for(
         max_tokens=max_tokens if max_tokens is not None else runner.spec.max_tokens,
     )
     return RunPlan(choice, model, budget, RetryPolicy(2, 0.001))
+
+
+def run_review(runner: ToolRunner, plan: RunPlan, delays: list[float] | None = None) -> LLMRun[ReviewContract]:
+    """One review run with ``plan``; retry backoffs are recorded in ``delays``, not slept."""
+
+    async def sleep(seconds: float) -> None:
+        if delays is not None:
+            delays.append(seconds)
+        await asyncio.sleep(0)
+
+    return asyncio.run(
+        run_llm_agent(
+            runner=runner,
+            plan=plan,
+            output_type=ReviewContract,
+            instructions="Review the change.",
+            prompt="Review app.py.",
+            sleep=sleep,
+        )
+    )

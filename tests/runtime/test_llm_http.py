@@ -18,9 +18,9 @@ import pytest
 from mergegate.core.policy import ModelsConfig
 from mergegate.runtime.budget import UnknownPrice
 from mergegate.runtime.contracts import ReviewContract
-from mergegate.runtime.llm_agent import LLMRun, RunStatus, plan_run, run_llm_agent
+from mergegate.runtime.llm_agent import LLMRun, RunStatus, plan_run
 from mergegate.runtime.models import ModelConfigError
-from tests.runtime.llm_support import REVIEW, Setup, make_setup
+from tests.runtime.llm_support import REVIEW, Setup, make_setup, run_review
 from tests.runtime.openai_fake import FakeOpenAI, completion, error, final
 
 KEY = "sk-proj-" + "Zq7Xw2Lp9Rt4Vb8Nc1Md6Kf3Hj5Gs0Ty" + "Ae4Ui9Oo"
@@ -50,21 +50,7 @@ def review_run(
     plan = plan_run(models(fake.base_url, **endpoint), "reviewer", runner.spec, environ=ENV)
     assert plan is not None
 
-    async def sleep(seconds: float) -> None:
-        if delays is not None:
-            delays.append(seconds)
-        await asyncio.sleep(0)
-
-    return asyncio.run(
-        run_llm_agent(
-            runner=runner,
-            plan=plan,
-            output_type=ReviewContract,
-            instructions="Review the change.",
-            prompt="Review app.py.",
-            sleep=sleep,
-        )
-    )
+    return run_review(runner, plan, delays)
 
 
 def test_a_review_over_http_end_to_end(tmp_path):
