@@ -228,10 +228,10 @@ def start(db: Database, forge: Any, data_dir: Path, default_timeout_s: int, acto
         agent_row = principals.get(session, principal_name)
         head, target = change.head_sha, change.target_branch
     if agent_row is None or agent_row.kind != PrincipalKind.AGENT.value:
-        what = "no principal" if agent_row is None else f"{principal_name!r} is a human, not an agent principal:"
+        what = f"no principal {principal_name!r}" if agent_row is None else f"{principal_name!r} is a human"
         raise Invalid(
-            f"{what} {principal_name!r}: a run acts as an agent principal "
-            f"(create one: mergegate user add {principal_name} --kind agent; or pass principal)"
+            f"{what}, not an agent principal: a run acts as one "
+            f"(create it: mergegate user add {principal_name} --kind agent; or pass principal)"
         )
     bare = forge.open(repo.name)
     base = bare.resolve(f"refs/heads/{target}")
