@@ -62,6 +62,8 @@ BASE_POLICY = (
     "  llm-review: {enabled: false}\n"
 )
 OPENED = re.compile(r"change (\d+) opened")
+#: What the post-receive hook says when it could not store the push (the ref moved anyway).
+UNRECORDED = "could not be recorded"
 
 
 @contextlib.contextmanager
@@ -161,6 +163,7 @@ class Level:
     from_start_s: list[float] = field(default_factory=list)  # push started → landing check result visible
     statuses: dict[str, int] = field(default_factory=dict)
     failed_pushes: int = 0
+    unrecorded: int = 0  # pushes that landed but whose event the hook could not store (no change)
     no_verdict: int = 0  # changes with no landing-check result within the verdict timeout
     not_seen_open: int = 0  # pushes whose change the poller never saw (left out of pushes/s)
     poll_sweep_s: float = 0.0
@@ -213,6 +216,7 @@ def run_level(bench: Bench, n: int, clients: int, verdict_timeout: float) -> Lev
         with lock:
             rec = by_branch[branch]
             rec["push_s"], rec["pushed_at"], rec["ok"] = t1 - t0, t1, proc.returncode == 0
+            rec["said"] = proc.stderr[-1000:]
             if proc.returncode != 0:
                 rec["error"] = proc.stderr[-500:]
             if found := OPENED.search(proc.stderr):
@@ -275,6 +279,10 @@ def run_level(bench: Bench, n: int, clients: int, verdict_timeout: float) -> Lev
     # A change not seen open by the poller opened no later than its verdict was seen.
     opened = [r.get("opened_at", r.get("verdict_at")) for r in ok]
     level.not_seen_open = sum(1 for t in opened if t is None)
+    level.unrecorded = sum(1 for r in ok if UNRECORDED in r["said"])
+    for branch, r in by_branch.items():
+        if r.get("ok") and "number" not in r:
+            print(f"  {bench.backend} N={n}: {branch} never seen open; its push said: {r['said']!r}", file=sys.stderr)
     level.wall_s = max(t for t in opened if t is not None) - started
     level.push_s = [r["push_s"] for r in ok]
     seen = [r for r in ok if "verdict_at" in r]
@@ -319,6 +327,8 @@ def server_errors(server: GateServer) -> dict[str, int]:
     text = server.log_path.read_text(errors="replace") if server.log_path else ""
     found = {
         "check worker errors (retried)": text.count("the check worker hit an error"),
+        "check results that could not be stored (given back, run again)": text.count("giving it back"),
+        "event transactions that failed (attempt counted)": text.count("its transaction failed"),
         "push events that failed an attempt": len(re.findall(r"event \d+ \(push\) failed", text)),
         "deadlocks detected": text.count("deadlock detected") // 2,  # psycopg's and SQLAlchemy's line
         "database is locked": text.count("database is locked"),
@@ -366,6 +376,8 @@ def render(
             res = ", ".join(f"{k} {v}" for k, v in sorted(lv.statuses.items()))
             if lv.failed_pushes:
                 res += f", **{lv.failed_pushes} pushes failed**"
+            if lv.unrecorded:
+                res += f", **{lv.unrecorded} pushes landed but not recorded**"
             if lv.not_seen_open:
                 res += f", **{lv.not_seen_open} changes never seen open**"
             if lv.no_verdict:

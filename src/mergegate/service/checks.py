@@ -14,9 +14,14 @@ run), so a check event is *leased* instead of handled in its claiming transactio
 2. run ``service.check.run_check`` on the exact commit, outside any transaction;
 3. store the result, audit it and mark the event done, in one short transaction.
 
-A worker that dies leaves the event pending; the lease runs out (or the next start
-releases it) and it runs again. Fail closed: a check that raises is ``error``; a check
-that keeps killing its worker is ``error`` after ``MAX_ATTEMPTS``.
+Step 3 is retried with back-off (a lock timeout, a serialization failure, a lost
+connection); if it still fails, or anything else goes wrong between claim and result,
+the worker gives the lease back at once, so another worker runs the check again within
+seconds instead of after ``LEASE_S``. A server that dies leaves the event leased; the
+next start releases it (or the lease runs out) and it runs again. Fail closed: a check
+that raises is ``error``; a check claimed ``MAX_ATTEMPTS`` times without a recorded
+result is ``error``; and if even that result cannot be stored, the event is parked as
+``failed`` (audited) and the run stays ``pending``, which blocks the merge.
 
 The gate's check is ``success`` only when the check decision passes (``auto_approve``
 or ``human_review``: the AI gate is green, a human still approves the merge, design
@@ -35,7 +40,8 @@ import json
 import logging
 import re
 import threading
-import traceback
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +54,7 @@ from mergegate.forge.local.repos import Forge
 from mergegate.service.accounts import SERVER_ACTOR
 from mergegate.service.authz import Actor, require
 from mergegate.service.errors import Invalid, NotFound
+from mergegate.service.events import audit_failure, describe
 from mergegate.store import audit_db
 from mergegate.store import changes as change_store
 from mergegate.store import checks as store
@@ -63,8 +70,14 @@ CHECK_NAME = "mergegate/check"
 CHECK_KIND = "check"
 #: How long a claimed check stays out of other workers' reach.
 LEASE_S = 1800.0
-#: A check that has killed its worker this many times is recorded as an error.
+#: A check claimed this many times without a recorded result is recorded as an error.
 MAX_ATTEMPTS = 3
+#: Tries of a result transaction before the lease is given back; the first pause
+#: between tries (doubling each time).
+RECORD_TRIES = 4
+RECORD_BACKOFF_S = 0.25
+#: A given-back check is due again after this (doubling with its attempts).
+RELEASE_BACKOFF_S = 1.0
 
 _STATUS_OF = {
     Action.AUTO_APPROVE: "success",
@@ -119,6 +132,7 @@ class _Claimed:
     event_id: int
     attempts: int
     payload: dict[str, Any]
+    last_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -179,9 +193,47 @@ class CheckWorker:
         claimed = self._claim()
         if claimed is None:
             return False
-        result = self._execute(claimed)
-        self._record(claimed, result)
+        try:
+            result = self._execute(claimed)
+            self._retrying(lambda: self._record(claimed, result), f"storing check event {claimed.event_id}'s result")
+        except BaseException as exc:
+            # Whatever stopped us between claim and result, the check must not sit
+            # leased for LEASE_S with no verdict: give it back now.
+            self._give_back(claimed, exc)
+            if not isinstance(exc, Exception):
+                raise  # the thread is being torn down: let it go
         return True
+
+    def _retrying(self, fn: Callable[[], None], what: str) -> None:
+        for attempt in range(RECORD_TRIES):
+            try:
+                return fn()
+            except Exception as exc:  # a lock timeout, a serialization failure, a lost connection
+                if attempt == RECORD_TRIES - 1:
+                    raise
+                log.warning("%s failed (%s); trying again", what, describe(exc))
+                time.sleep(RECORD_BACKOFF_S * 2**attempt)
+
+    def _give_back(self, claimed: _Claimed, exc: BaseException) -> None:
+        error = f"no result recorded: {describe(exc)}"[:4000]
+        log.warning("check event %s: %s; giving it back", claimed.event_id, error)
+        try:
+            self._retrying(lambda: self._release(claimed, error), f"giving back check event {claimed.event_id}")
+        except Exception:
+            log.exception("check event %s stays leased until the next start or its lease ends", claimed.event_id)
+
+    def _release(self, claimed: _Claimed, error: str) -> None:
+        with self.db.write() as session:
+            event = event_store.lock(session, claimed.event_id)
+            if event is None or event.status != "pending" or event.attempts != claimed.attempts:
+                return  # recorded after all, or another worker claimed it since (its lease ran out)
+            if claimed.attempts > MAX_ATTEMPTS:
+                # Not even the fail-closed error could be stored: park the event (audited);
+                # its run stays pending, which blocks the merge.
+                event_store.fail(session, event, error)
+                audit_failure(session, event)
+            else:
+                event_store.release(session, event, error, delay_s=RELEASE_BACKOFF_S * 2 ** (claimed.attempts - 1))
 
     def _claim(self) -> _Claimed | None:
         # Look before locking: an idle poll then costs a read, not SQLite's write lock.
@@ -193,7 +245,7 @@ class CheckWorker:
             if event is None:
                 return None
             event_store.lease(session, event, self.lease_s)
-            return _Claimed(event.id, event.attempts, event_store.payload(event))
+            return _Claimed(event.id, event.attempts, event_store.payload(event), event.last_error)
 
     def _execute(self, claimed: _Claimed) -> _Result:
         p = claimed.payload
@@ -206,16 +258,17 @@ class CheckWorker:
         if superseded:
             return _Result("skipped", superseded)
         if claimed.attempts > MAX_ATTEMPTS:
+            last = f"; last: {claimed.last_error}" if claimed.last_error else ""
             return _Result(
                 "error",
-                f"the check stopped its worker {claimed.attempts - 1} times without a result (fail closed)",
+                f"the check was started {claimed.attempts - 1} times without a recorded result (its worker "
+                f"stopped, or storing its result failed{last}); fail closed"[:4000],
             )
         try:
             return _run_check(self.forge, p["repo"], p["base"], p["commit"])
         except Exception as exc:  # any failure of the pipeline: fail closed, say what happened
             log.warning("check of %s failed: %s", p["commit"][:12], exc)
-            reason = "".join(traceback.format_exception_only(exc)).strip()
-            return _Result("error", f"the check could not run: {reason}"[:4000])
+            return _Result("error", f"the check could not run: {describe(exc)}"[:4000])
 
     def _record(self, claimed: _Claimed, result: _Result) -> None:
         from mergegate.service import merge  # the auto-merge trigger; imported late (it imports us)

@@ -10,13 +10,23 @@ any point leaves it pending, and it is simply handled again.
 from __future__ import annotations
 
 import json
+import random
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from mergegate.store.db import Database
 from mergegate.store.models import EventRow, utcnow
+
+#: How long ``store_first`` keeps trying. Its events must not be lost: a push has moved
+#: its ref already. SQLite's write lock is not fair (waiters poll it), so in a burst of
+#: writers one can wait past its busy timeout; PostgreSQL can drop a connection.
+STORE_DEADLINE_S = 300.0
 
 
 def enqueue(session: Session, kind: str, payload: dict[str, Any]) -> EventRow:
@@ -24,6 +34,33 @@ def enqueue(session: Session, kind: str, payload: dict[str, Any]) -> EventRow:
     session.add(row)
     session.flush()
     return row
+
+
+def store_first(
+    db: Database,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    also: Callable[[Session, EventRow], None] | None = None,
+    deadline_s: float = STORE_DEADLINE_S,
+) -> int:
+    """Enqueue an event in a write transaction of its own (with ``also(session, event)``
+    in it), tried again while the database is busy or unreachable, until it commits or
+    ``deadline_s`` has passed. Returns the event's id."""
+    deadline = time.monotonic() + deadline_s
+    pause = 0.05
+    while True:
+        try:
+            with db.write() as session:
+                event = enqueue(session, kind, payload)
+                if also is not None:
+                    also(session, event)
+                return event.id
+        except OperationalError:  # "database is locked", a lost connection: not a bad event
+            if time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause * random.uniform(0.5, 1.5))  # jitter: waiters should not retry in step
+            pause = min(pause * 2, 2.0)
 
 
 def payload(row: EventRow) -> dict[str, Any]:
@@ -63,9 +100,25 @@ def lease(session: Session, row: EventRow, seconds: float) -> None:
     session.flush()
 
 
+def release(session: Session, row: EventRow, error: str, *, delay_s: float) -> None:
+    """Give a leased event back before its lease runs out: its worker could not finish
+    it (e.g. the result transaction kept failing). It is due again after ``delay_s``;
+    the claim already counted the attempt."""
+    row.available_at = utcnow() + timedelta(seconds=delay_s)
+    row.last_error = error[:4000]
+    row.updated_at = utcnow()
+    session.flush()
+
+
 def release_leases(session: Session, kinds: tuple[str, ...]) -> int:
     """Make leased events of ``kinds`` due now (at start: their worker was this server,
-    and it is gone). Returns how many."""
+    and it is gone). Returns how many.
+
+    Leases carry no owner, so this assumes one server per database: a second server
+    sharing a PostgreSQL database would take back its live peer's leases and run those
+    checks twice (never wrongly: the first result recorded wins, see
+    ``service.checks``). "Only leases whose time has passed" would not help: those are
+    due already."""
     query = select(EventRow).where(
         EventRow.status == "pending", EventRow.kind.in_(kinds), EventRow.available_at > utcnow()
     )
@@ -93,15 +146,20 @@ def finish(session: Session, row: EventRow, outcome: dict[str, Any], *, count_at
 def record_failure(session: Session, row: EventRow, error: str, *, max_attempts: int, backoff_s: float) -> bool:
     """Count a failed attempt; returns True when the event is now ``failed`` for good."""
     row.attempts += 1
-    row.last_error = error[:4000]
-    row.updated_at = utcnow()
     gave_up = row.attempts >= max_attempts
     if gave_up:
-        row.status = "failed"
+        fail(session, row, error)
     else:
-        row.available_at = utcnow() + timedelta(seconds=backoff_s * 2 ** (row.attempts - 1))
-    session.flush()
+        release(session, row, error, delay_s=backoff_s * 2 ** (row.attempts - 1))
     return gave_up
+
+
+def fail(session: Session, row: EventRow, error: str) -> None:
+    """Park an event for good (``failed``, with why): nothing will act on it again."""
+    row.status = "failed"
+    row.last_error = error[:4000]
+    row.updated_at = utcnow()
+    session.flush()
 
 
 def get(session: Session, event_id: int) -> EventRow | None:

@@ -216,16 +216,18 @@ def post_receive(ctx: HookContext, updates: list[RefUpdate]) -> int:
             "pusher": ctx.pusher,
             "updates": [{"ref": u.ref, "old": u.old, "new": u.new} for u in updates],
         }
-        with db.write() as session:
-            event = events.enqueue(session, "push", payload)
-            event_id = event.id
+
+        def audit(session, event) -> None:
             audit_db.append(
                 session,
                 action="push.accepted",
                 outcome="accepted",
                 agent_id=ctx.pusher,
-                details={**payload, "event": event_id},
+                details={**payload, "event": event.id},
             )
+
+        # The refs have moved already: wait out a busy database rather than lose the push.
+        event_id = events.store_first(db, "push", payload, also=audit)
         _stage_magic_refs(event_id, updates)
         _report(db, ctx, event_id)
     except Exception as exc:
