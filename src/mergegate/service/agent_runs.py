@@ -72,6 +72,8 @@ log = logging.getLogger("mergegate.agent_runs")
 RUN_KIND = approvals.RUN_KIND
 END_STATES = ("done", "error", "skipped", "budget_exceeded", "refused")
 LEASE_S = 3600.0
+#: A run whose event was claimed this many times without finishing ends in error.
+MAX_ATTEMPTS = 3
 MAX_CALLS = 1000
 MAX_PROMPT = 65_536
 #: An approval request waits this long for a human unless the server or the run says otherwise.
@@ -420,9 +422,13 @@ class AgentRunWorker(Worker):
             if event is None:
                 return False
             event_store.lease(session, event, self.lease_s)
-            event_id, run_id = event.id, event_store.payload(event)["run"]
+            event_id, run_id, attempts = event.id, event_store.payload(event)["run"], event.attempts
         try:
-            outcome = self.advance(run_id)
+            if attempts > MAX_ATTEMPTS:  # it keeps taking the server down with it: stop (fail closed)
+                outcome = f"error: the run stopped its worker {attempts - 1} times without finishing"
+                _finish(self.db, run_id, "error", outcome)
+            else:
+                outcome = self.advance(run_id)
         except Exception as exc:  # fail closed: the run ends in error, and says why
             log.warning("agent run %s failed: %s", run_id, exc)
             outcome = "error: " + "".join(traceback.format_exception_only(exc)).strip()
