@@ -77,19 +77,22 @@ def scene(server: GateServer, crew, tmp_path_factory) -> Scene:
     return Scene(repo, work, number, objection.json()["id"])
 
 
-def seen(server: GateServer) -> set[str]:
-    return {e["event_id"] for e in server.audit()}
+def seen(server: GateServer) -> str:
+    """A mark in the audit log: entries with a later timestamp came after it (hooks append
+    from other processes, so timestamps, not positions in a page of entries)."""
+    newest = server.audit()
+    return max(e["timestamp"] for e in newest) if newest else ""
 
 
-def new_refusals(server: GateServer, before: set[str], action: str, who: Person) -> list[dict]:
+def new_refusals(server: GateServer, before: str, action: str, who: Person) -> list[dict]:
     return [
         e
         for e in server.audit(action)
-        if e["event_id"] not in before and e["agent_id"] == who.name and e["outcome"] == "refused"
+        if e["timestamp"] > before and e["agent_id"] == who.name and e["outcome"] == "refused"
     ]
 
 
-def assert_refused(server: GateServer, response, action: str, who: Person, reason: str, before: set[str]) -> dict:
+def assert_refused(server: GateServer, response, action: str, who: Person, reason: str, before: str) -> dict:
     """A 403 whose reason says why, and exactly one new refused audit entry with that reason."""
     assert response.status_code == 403, (action, response.status_code, response.text)
     assert response.json()["error"] == "forbidden"
@@ -205,7 +208,7 @@ def test_an_agent_cannot_push_force_push_or_delete_a_protected_branch(server: Ga
         assert "pre-receive hook declined" in pushed.stderr, (args, pushed.stderr)
         assert f"{ref} is protected" in pushed.stderr, (args, pushed.stderr)
     assert bare_refs(server.bare(scene.repo)) == refs_before
-    refused = [e for e in server.audit("push.refused") if e["event_id"] not in before]
+    refused = [e for e in server.audit("push.refused") if e["timestamp"] > before]
     assert {e["agent_id"] for e in refused} == {bot.name}
     assert sorted(e["details"]["ref"] for e in refused) == sorted(
         ["refs/heads/main", "refs/heads/release/x", "refs/heads/main", "refs/heads/main"]
@@ -253,7 +256,7 @@ def test_a_change_that_rewrites_policy_and_codeowners_is_judged_by_the_base_and_
     before = seen(server)
     r = merge(server, alice.token, n)
     assert r.status_code == 409 and "code_owners: blocked" in r.json()["reason"]
-    (blocked,) = [e for e in server.audit("change.merge") if e["event_id"] not in before]
+    (blocked,) = [e for e in server.audit("change.merge") if e["timestamp"] > before and e["details"]["change"] == n]
     assert blocked["outcome"] == "blocked" and "src/auth/login.py is owned by" in blocked["details"]["reason"]
     # The change's own protected_branches does not open main to a push either.
     w = clone(server, repo, bot, tmp_path)
@@ -283,7 +286,7 @@ def test_check_results_posted_under_the_gates_name_never_count(server: GateServe
             json={"name": "mergegate/check", "status": "success", "commit": landing, "producer": "mergegate"},
         )
         assert forged.status_code == 422 and "producer: Extra inputs are not permitted" in forged.json()["reason"]
-    posts = [e for e in server.audit("check.posted") if e["event_id"] not in before]
+    posts = [e for e in server.audit("check.posted") if e["timestamp"] > before]
     assert len(posts) == 2 and all(e["agent_id"] == bot.name and e["details"]["counts"] is False for e in posts)
     assert all(e["details"]["why"] == "only checks produced by the gate (mergegate) count" for e in posts)
     # Nobody can become the gate's producer: its name is reserved, for admins too.
@@ -305,7 +308,7 @@ def test_check_results_posted_under_the_gates_name_never_count(server: GateServe
 
 def test_there_is_no_way_to_write_the_audit_log(server: GateServer, crew, scene: Scene):
     bot = crew["bot"]
-    count = len(server.audit())
+    start = seen(server)
     paths = ("/api/audit", "/api/audit/verify", "/api/audit/1", "/api/audit/entries")
     with server.client(bot.token) as api:
         for method in ("POST", "PUT", "PATCH", "DELETE"):
@@ -324,8 +327,9 @@ def test_there_is_no_way_to_write_the_audit_log(server: GateServer, crew, scene:
     audit_ops = {m for p, ops in schema["paths"].items() if p.startswith("/api/audit") for m in ops}
     assert audit_ops == {"get"}
     # Every probe added a refusal and nothing else; the chain still verifies.
-    added = server.audit()[: len(server.audit()) - count]
-    assert {e["action"] for e in added} <= {"audit.write", "audit.read"}
+    probes = [e for e in server.audit() if e["timestamp"] > start and e["agent_id"] == bot.name]
+    assert len(probes) == 4 * len(paths) + 1
+    assert {(e["action"], e["outcome"]) for e in probes} == {("audit.write", "refused"), ("audit.read", "refused")}
     assert_chain_intact(server)
 
 
@@ -430,7 +434,7 @@ def test_a_humans_approval_does_not_carry_over_to_code_the_agent_pushes_after_it
     for who in (alice, bob):
         r = merge(server, who.token, n)
         assert r.status_code == 409 and "approvals: blocked" in r.json()["reason"]
-    blocked = [e for e in server.audit("change.merge") if e["event_id"] not in before]
+    blocked = [e for e in server.audit("change.merge") if e["timestamp"] > before and e["details"]["change"] == n]
     assert len(blocked) == 2 and all(e["outcome"] == "blocked" for e in blocked)
     assert branch_tip(server, repo) == st["base_tip"]
     (dismissal,) = [e for e in server.audit("review.dismissed") if e["details"].get("change") == n]
@@ -484,7 +488,7 @@ def test_a_model_with_a_found_token_and_a_fetch_tool_cannot_reach_the_gate(
     assert token not in log_text, "the gate token reached the runtime's audit log"
     assert PASSWORD not in log_text, "a password in a URL reached the runtime's audit log"
     # Nothing reached the server: no request by the bot, nothing new in its audit.
-    assert not [e for e in server.audit() if e["event_id"] not in before and e["agent_id"] == bot.name]
+    assert not [e for e in server.audit() if e["timestamp"] > before and e["agent_id"] == bot.name]
 
     # Had the runtime let it through, the server says no, and audits that.
     with server.client(token) as api:
