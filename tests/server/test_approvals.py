@@ -97,6 +97,8 @@ def test_a_pause_survives_kill_9_and_the_approved_call_runs(server: GateServer, 
     assert req["tool"] == "PostComment" and req["args"] == {"body": "the agent says: LGTM"}
     assert req["call_index"] == 1 and req["change"] == n and run["pending_approvals"] == [req["id"]]
 
+    workspace = server.data_dir / "agent-runs" / str(run_id) / "work"
+    assert (workspace / "app.py").read_text() == "print('hi')\n", "the change's head is checked out"
     server.stop(signal.SIGKILL)
     server.start()
     assert [p["id"] for p in _pending(server, run_id)] == [req["id"]], "the pause did not survive the restart"
@@ -111,6 +113,7 @@ def test_a_pause_survives_kill_9_and_the_approved_call_runs(server: GateServer, 
     comments = server.change(n)["comments"]
     assert [(c["author"], c["body"]) for c in comments] == [(who["agent"].name, "the agent says: LGTM")]
     assert run["outbox"][0]["delivered"] is True
+    wait_for(lambda: not workspace.parent.exists(), 15, "the workspace to go with its run")
 
     actions = [e["action"] for e in server.audit() if e["details"].get("request") == req["id"]]
     assert "approval.requested" in actions and "approval.approved" in actions

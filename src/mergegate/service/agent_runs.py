@@ -10,7 +10,7 @@ principal* (default: the principal named like the agent), with either
 
 The workspace is a checkout of the change's head under
 ``<data>/agent-runs/<id>/work``, kept for the run's lifetime, so a resumed run sees the
-files it left. Every call goes through ``ToolRunner`` with ``DbApprovals`` as its gate
+files it left (it is removed when the run ends). Every call goes through ``ToolRunner`` with ``DbApprovals`` as its gate
 and the database audit chain as its log.
 
 ``AgentRunWorker`` advances runs from ``agent_run`` events of the durable inbox, leased
@@ -437,6 +437,9 @@ class AgentRunWorker(Worker):
             event = event_store.lock(session, event_id)
             if event is not None and event.status == "pending":
                 event_store.finish(session, event, {"run": run_id, "outcome": outcome[:2000]}, count_attempt=False)
+            ended = (run := session.get(AgentRunRow, run_id)) is not None and run.status in END_STATES
+        if ended:  # the workspace lives as long as the run
+            shutil.rmtree(workspace_dir(self.data_dir, run_id).parent, ignore_errors=True)
         return True
 
     def _take(self, run_id: int) -> _Job | None:
