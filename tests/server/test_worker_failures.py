@@ -320,6 +320,50 @@ def test_a_check_result_waiting_for_sqlites_write_lock_is_retried_then_given_bac
     impatient.dispose()
 
 
+# -- leases: renewed while a check runs, run out when its server is gone -------------------------
+
+
+def _leased(db: Database, event_id: int) -> bool:
+    with db.read() as session:
+        event = session.get(EventRow, event_id)
+        return event.status == "pending" and _aware(event.available_at) > datetime.now(UTC)
+
+
+def test_a_running_checks_lease_is_renewed_and_a_dead_workers_runs_out(db, forge, context, tmp_path):
+    runs = _open_change(db, forge, context, "renewed", tmp_path)
+    holder = CheckWorker(db, forge, workers=1, lease_s=0.6)
+    claimed = holder._claim()
+    assert claimed is not None and claimed.payload["run"] in runs
+    with holder._lease_kept(claimed):  # the check "runs" for 2 s, more than three leases long
+        for _ in range(10):
+            time.sleep(0.2)
+            assert _leased(db, claimed.event_id)
+    # Its worker is gone (nothing recorded, nothing given back): the lease runs out on its own.
+    time.sleep(0.7)
+    assert not _leased(db, claimed.event_id)
+    other = CheckWorker(db, forge, workers=1)
+    for run_id in runs:
+        _process_until_recorded(other, db, run_id)
+    run, event = _state(db, claimed.payload["run"])
+    assert (run.status, event.status, event.attempts) == ("success", "done", 2)
+
+
+def test_a_start_takes_back_leases_on_sqlite_only(db, forge, context, tmp_path):
+    # SQLite: one server per database file, so a lease found at start is its previous
+    # run's. PostgreSQL may be shared by several servers: a start must not take a live
+    # peer's check (leases have no owner); a dead server's leases run out instead.
+    runs = _open_change(db, forge, context, "peer", tmp_path)
+    live = CheckWorker(db, forge, workers=1)
+    claimed = live._claim()
+    assert claimed is not None and _leased(db, claimed.event_id)
+    CheckWorker(db, forge, workers=0).start()
+    assert _leased(db, claimed.event_id) is (not db.is_sqlite)
+    live._record(claimed, live._execute(claimed))  # the live worker finishes its check
+    for run_id in runs:
+        _process_until_recorded(live, db, run_id)
+    assert _state(db, claimed.payload["run"])[1].attempts == 1  # run once, by its holder
+
+
 # -- the event dispatcher ---------------------------------------------------------------------
 
 

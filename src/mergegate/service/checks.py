@@ -11,14 +11,18 @@ inside a database transaction (on SQLite that would hold the write lock for its 
 run), so a check event is *leased* instead of handled in its claiming transaction:
 
 1. claim it and push its ``available_at`` past the lease, in one short transaction;
-2. run ``service.check.run_check`` on the exact commit, outside any transaction;
+2. run ``service.check.run_check`` on the exact commit, outside any transaction, while
+   a helper thread renews the lease every ``LEASE_S / 3``;
 3. store the result, audit it and mark the event done, in one short transaction.
 
 Step 3 is retried with back-off (a lock timeout, a serialization failure, a lost
 connection); if it still fails, or anything else goes wrong between claim and result,
 the worker gives the lease back at once, so another worker runs the check again within
-seconds instead of after ``LEASE_S``. A server that dies leaves the event leased; the
-next start releases it (or the lease runs out) and it runs again. Fail closed: a check
+seconds. A live worker's lease never runs out, however long its check; a dead server's
+does within ``LEASE_S``, and its check runs again. On SQLite (one server per database
+file) a start also releases every lease at once: they were its previous run's. On
+PostgreSQL, where several servers may share the database and leases have no owner, a
+start leaves them to run out, so it never takes a live peer's check. Fail closed: a check
 that raises is ``error``; a check claimed ``MAX_ATTEMPTS`` times without a recorded
 result is ``error``; and if even that result cannot be stored, the event is parked as
 ``failed`` (audited) and the run stays ``pending``, which blocks the merge.
@@ -41,7 +45,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,8 +73,9 @@ log = logging.getLogger("mergegate.checks")
 GATE = SERVER_ACTOR
 CHECK_NAME = "mergegate/check"
 CHECK_KIND = "check"
-#: How long a claimed check stays out of other workers' reach.
-LEASE_S = 1800.0
+#: How long a claimed check stays out of other workers' reach unless its worker renews
+#: it (every LEASE_S / 3 while the check runs): what a dead server's check waits at most.
+LEASE_S = 60.0
 #: A check claimed this many times without a recorded result is recorded as an error.
 MAX_ATTEMPTS = 3
 #: Tries of a result transaction before the lease is given back; the first pause
@@ -160,10 +166,11 @@ class CheckWorker:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        with self.db.write() as session:
-            released = event_store.release_leases(session, (CHECK_KIND,))
-        if released:
-            log.warning("resuming %d check(s) left running by the previous start", released)
+        if self.db.is_sqlite:  # see the module's docstring: PostgreSQL leases just run out
+            with self.db.write() as session:
+                released = event_store.release_leases(session, (CHECK_KIND,))
+            if released:
+                log.warning("resuming %d check(s) left running by the previous start", released)
         for i in range(self.workers):
             thread = threading.Thread(target=self._run, name=f"mergegate-checks-{i}", daemon=True)
             thread.start()
@@ -194,8 +201,11 @@ class CheckWorker:
         if claimed is None:
             return False
         try:
-            result = self._execute(claimed)
-            self._retrying(lambda: self._record(claimed, result), f"storing check event {claimed.event_id}'s result")
+            with self._lease_kept(claimed):
+                result = self._execute(claimed)
+                self._retrying(
+                    lambda: self._record(claimed, result), f"storing check event {claimed.event_id}'s result"
+                )
         except BaseException as exc:
             # Whatever stopped us between claim and result, the check must not sit
             # leased for LEASE_S with no verdict: give it back now.
@@ -203,6 +213,29 @@ class CheckWorker:
             if not isinstance(exc, Exception):
                 raise  # the thread is being torn down: let it go
         return True
+
+    @contextmanager
+    def _lease_kept(self, claimed: _Claimed) -> Iterator[None]:
+        """Renew the claim's lease until the block ends (and no renewal is in flight)."""
+        done = threading.Event()
+        renewer = threading.Thread(
+            target=self._renew, args=(claimed, done), name=f"mergegate-lease-{claimed.event_id}", daemon=True
+        )
+        renewer.start()
+        try:
+            yield
+        finally:
+            done.set()
+            renewer.join()
+
+    def _renew(self, claimed: _Claimed, done: threading.Event) -> None:
+        while not done.wait(self.lease_s / 3):
+            try:
+                with self.db.write() as session:
+                    if not event_store.renew(session, claimed.event_id, claimed.attempts, self.lease_s):
+                        return  # recorded, or claimed again by another worker: no longer ours
+            except Exception as exc:  # the next tick tries again; the lease has time left
+                log.warning("check event %s: renewing its lease failed: %s", claimed.event_id, describe(exc))
 
     def _retrying(self, fn: Callable[[], None], what: str) -> None:
         for attempt in range(RECORD_TRIES):
@@ -220,7 +253,7 @@ class CheckWorker:
         try:
             self._retrying(lambda: self._release(claimed, error), f"giving back check event {claimed.event_id}")
         except Exception:
-            log.exception("check event %s stays leased until the next start or its lease ends", claimed.event_id)
+            log.exception("check event %s stays leased until its lease runs out", claimed.event_id)
 
     def _release(self, claimed: _Claimed, error: str) -> None:
         with self.db.write() as session:

@@ -100,6 +100,17 @@ def lease(session: Session, row: EventRow, seconds: float) -> None:
     session.flush()
 
 
+def renew(session: Session, event_id: int, attempts: int, seconds: float) -> bool:
+    """Extend a lease its holder still has: the event is pending and nobody claimed it
+    since (``attempts`` is still the holder's claim). False when it is no longer held."""
+    row = lock(session, event_id)
+    if row is None or row.status != "pending" or row.attempts != attempts:
+        return False
+    row.available_at = utcnow() + timedelta(seconds=seconds)
+    session.flush()
+    return True
+
+
 def release(session: Session, row: EventRow, error: str, *, delay_s: float) -> None:
     """Give a leased event back before its lease runs out: its worker could not finish
     it (e.g. the result transaction kept failing). It is due again after ``delay_s``;
@@ -114,11 +125,9 @@ def release_leases(session: Session, kinds: tuple[str, ...]) -> int:
     """Make leased events of ``kinds`` due now (at start: their worker was this server,
     and it is gone). Returns how many.
 
-    Leases carry no owner, so this assumes one server per database: a second server
-    sharing a PostgreSQL database would take back its live peer's leases and run those
-    checks twice (never wrongly: the first result recorded wins, see
-    ``service.checks``). "Only leases whose time has passed" would not help: those are
-    due already."""
+    Leases carry no owner, so this is only right when one server uses the database: on
+    a shared PostgreSQL database it would take back a live peer's leases ("only leases
+    whose time has passed" would not help: those are due already)."""
     query = select(EventRow).where(
         EventRow.status == "pending", EventRow.kind.in_(kinds), EventRow.available_at > utcnow()
     )
