@@ -310,6 +310,17 @@ def _checkout(bare: Path, dest: Path, change: int, head: str) -> None:
 # -- running ---------------------------------------------------------------------------------
 
 
+#: A call's output is kept (shortened) with the run, for `mergegate agent runs ID`.
+MAX_OUTPUT_CHARS = 4000
+
+
+def _result(result: CallResult) -> dict[str, Any]:
+    data = result.to_json()
+    if len(data["output"]) > MAX_OUTPUT_CHARS:
+        data["output"] = data["output"][:MAX_OUTPUT_CHARS] + f"… [{len(result.output)} characters]"
+    return data
+
+
 class DbAudit:
     """The runner's audit log on the server: each entry in its own write transaction."""
 
@@ -512,7 +523,7 @@ class AgentRunWorker(Worker):
             if result.status is Status.PAUSED:
                 _finish(self.db, job.run_id, "paused", result.reason, state=state, turns=runner.turns - 1)
                 return "paused"
-            state["results"].append(result.to_json())
+            state["results"].append(_result(result))
             state["next"] = index + 1
             _save(self.db, job.run_id, state=state, turns=runner.turns)
         refused = sum(1 for r in state["results"] if r["status"] != "allowed")
@@ -554,7 +565,7 @@ class AgentRunWorker(Worker):
         if run.messages is not None:
             state["messages"] = run.messages.decode()
         state["paused"] = dict(run.paused)
-        state["results"] = state.get("results", []) + [c.to_json() for c in run.calls]
+        state["results"] = state.get("results", []) + [_result(c) for c in run.calls]
         if run.output is not None:
             state["output"] = str(run.output)[:20_000]
         spend = run.spend
