@@ -21,8 +21,9 @@ run continues from its state: the scripted position, or the pydantic-ai conversa
 with the paused calls resumed through pydantic-ai's deferred tools. Turns, tokens and
 dollars are restored from the row, so the budget holds across pauses and restarts.
 
-A server killed mid-run leaves the event leased; the next start releases it and the run
-continues from the last state it saved (for a scripted run, the call after the last
+A server killed mid-run leaves the event leased; the lease is renewed only while the run
+is alive, so it runs out within ``LEASE_S`` (on SQLite the next start releases it at once),
+and the run continues from the last state it saved (for a scripted run, the call after the last
 one recorded; for a model run, its last pause or its start — model requests after it
 are asked again). Approved ``PostComment`` calls are posted on the change through
 ``service.changes.comment`` as the agent principal. ``OpenChange`` calls are recorded
@@ -39,7 +40,10 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -71,7 +75,8 @@ log = logging.getLogger("mergegate.agent_runs")
 
 RUN_KIND = approvals.RUN_KIND
 END_STATES = ("done", "error", "skipped", "budget_exceeded", "refused")
-LEASE_S = 3600.0
+#: How long a claimed run stays out of other workers' reach unless renewed (every third).
+LEASE_S = 60.0
 #: A run whose event was claimed this many times without finishing ends in error.
 MAX_ATTEMPTS = 3
 MAX_CALLS = 1000
@@ -405,6 +410,31 @@ class _Job:
     state: dict[str, Any]
 
 
+@contextmanager
+def _lease_kept(db: Database, event_id: int, attempts: int, lease_s: float) -> Iterator[None]:
+    """Renew the run's lease every ``lease_s / 3`` while it runs: a live run keeps it, a
+    dead server's run is claimed again within ``lease_s`` (on PostgreSQL, where a start
+    does not take leases back)."""
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(lease_s / 3):
+            try:
+                with db.write() as session:
+                    if not event_store.renew(session, event_id, attempts, lease_s):
+                        return
+            except Exception as exc:  # the next tick tries again; the lease has time left
+                log.warning("agent run event %s: renewing its lease failed: %s", event_id, exc)
+
+    renewer = threading.Thread(target=renew, name=f"mergegate-run-lease-{event_id}", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        done.set()
+        renewer.join()
+
+
 class AgentRunWorker(Worker):
     """A background thread (``service.events.Worker``) that expires overdue approvals and
     advances queued runs, one at a time."""
@@ -417,10 +447,11 @@ class AgentRunWorker(Worker):
         self.lease_s = lease_s
 
     def start(self) -> None:
-        with self.db.write() as session:
-            released = event_store.release_leases(session, (RUN_KIND,))
-        if released:
-            log.warning("resuming %d agent run(s) left running by the previous start", released)
+        if self.db.is_sqlite:  # one server per file: its leases were the previous start's
+            with self.db.write() as session:
+                released = event_store.release_leases(session, (RUN_KIND,))
+            if released:
+                log.warning("resuming %d agent run(s) left running by the previous start", released)
         super().start()
 
     def process_one(self) -> bool:
@@ -439,7 +470,8 @@ class AgentRunWorker(Worker):
                 outcome = f"error: the run stopped its worker {attempts - 1} times without finishing"
                 _finish(self.db, run_id, "error", outcome)
             else:
-                outcome = self.advance(run_id)
+                with _lease_kept(self.db, event_id, attempts, self.lease_s):
+                    outcome = self.advance(run_id)
         except Exception as exc:  # fail closed: the run ends in error, and says why
             log.warning("agent run %s failed: %s", run_id, exc)
             outcome = "error: " + "".join(traceback.format_exception_only(exc)).strip()
