@@ -135,6 +135,20 @@ def test_an_overload_storm_ends_after_bounded_retries_and_a_rejected_request_is_
         assert result.status is RunStatus.ERROR and f"HTTP {status}" in result.reason
 
 
+def test_a_spend_limit_429_is_not_retried(tmp_path):
+    """Anthropic's 429 for a reached spend limit shares ``rate_limit_error`` with real rate
+    limits; only ``error.details.error_code`` tells them apart, and no wait helps it."""
+    setup = make_setup(tmp_path)
+    delays: list[float] = []
+    spend = error(429, "rate_limit_error", "You have reached your specified API usage limits.")
+    spend.body["error"]["details"] = {"error_code": "enforced_spend_limit_reached"}
+    with FakeAnthropic(lambda body: spend) as fake:
+        result = review_run(setup, by_policy(fake), delays=delays)
+    assert len(fake.requests) == 1 and delays == []
+    assert result.status is RunStatus.ERROR
+    assert "refused the request" in result.reason and "enforced_spend_limit_reached" in result.reason
+
+
 def test_refused_tool_calls_come_back_to_the_model_as_tool_results_and_are_audited(tmp_path):
     setup = make_setup(tmp_path)
     hostile = [

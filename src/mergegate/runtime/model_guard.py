@@ -74,8 +74,24 @@ class RetryPolicy:
         return min(wait, self.max_delay_s)
 
 
+#: Codes a provider puts in a 429's body when the limit is spend or quota, not rate: no wait
+#: helps (Anthropic: ``error.details.error_code``, until the month ends; OpenAI: ``error.code``).
+QUOTA_CODES = frozenset({"enforced_spend_limit_reached", "insufficient_quota"})
+
+
+def _quota_exhausted(exc: BaseException) -> bool:
+    """Whether the error body says the spend or quota limit is reached (pydantic-ai files
+    Anthropic's spend-limit 429 under rate limits, whose type it shares)."""
+    body = getattr(exc, "body", None)
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return False
+    details = error.get("details") if isinstance(error.get("details"), dict) else {}
+    return any(isinstance(c, str) and c in QUOTA_CODES for c in (error.get("code"), details.get("error_code")))
+
+
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, ModelQuotaExceededError | ModelRequestRejectedError):
+    if isinstance(exc, ModelQuotaExceededError | ModelRequestRejectedError) or _quota_exhausted(exc):
         return False
     if isinstance(exc, ModelRateLimitError | ModelUnavailableError | ModelServerError | ModelConnectionError):
         return True
