@@ -5,6 +5,11 @@ policy) runs on the head tree inside the sandbox: the tree writable, no network,
 secrets, under coverage (see ``mergegate.runtime.testrun``), in mergegate's own Python
 environment or in a venv built by ``tests.setup`` (``mergegate.runtime.testenv``).
 
+The head tree costs what the diff costs, not what the repository weighs: it is a
+persistent export updated by the diff, seen by the tests through a throw-away overlay
+that keeps the export read-only (``mergegate.runtime.worktree``), and coverage measures
+the changed files only. The notes say when a fresh export had to be used instead.
+
 The setup step executes the tree it installs, so it follows a trust rule: a venv that is
 cached and shared with other changes is built from the *merge base* only, keyed by the
 setup inputs there; a change that modifies a setup input (dependency files, build
@@ -34,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -47,6 +51,7 @@ from mergegate.core.finding import Category, Finding, make_fingerprint
 from mergegate.core.globs import match_any
 from mergegate.core.policy import TestsConfig
 from mergegate.core.severity import Severity
+from mergegate.runtime.sandbox import Sandbox
 from mergegate.runtime.testenv import SetupPlan, TestEnvironment, TreeSide, plan_setup, prepare_environment
 from mergegate.runtime.testrun import (
     CoverageReport,
@@ -57,6 +62,7 @@ from mergegate.runtime.testrun import (
     collect_coverage,
     run_tests,
 )
+from mergegate.runtime.worktree import WorkTree, head_work_tree
 from mergegate.vcs.git import GitError, GitRepo
 
 NAME = "test-coverage"
@@ -197,11 +203,21 @@ class TestCoverage:
         if not tests.command:
             raise AgentSkipped("no test command configured (tests.command)", confidence=0.85)
         sandbox = ctx.sandbox()  # SandboxUnavailable propagates: the runner reports it
-        tree = await ctx.full_tree()
-        # The exported tree is shared with other agents; the tests get their own copy.
-        work = ctx.scratch / "work"
-        await asyncio.to_thread(shutil.copytree, tree, work, symlinks=True)
-        layout = Layout.create(ctx.scratch, work, remap=sandbox.remaps_paths)
+        async with head_work_tree(ctx.repo, ctx.change.head, sandbox, ctx.scratch) as work:
+            return await self._run(ctx, opts, tests, sandbox, work)
+
+    async def _run(
+        self, ctx: AgentContext, opts: Options, tests: TestsConfig, sandbox: Sandbox, work: WorkTree
+    ) -> AgentOutput:
+        sources = [
+            f
+            for f in ctx.head_files(".py")
+            if f.added_lines and not ctx.is_test_path(f.path) and match_any(opts.exclude, f.path) is None
+        ]
+        measured = tuple(f.path for f in sources)
+        layout = Layout.create(
+            ctx.scratch, work.root, remap=sandbox.remaps_paths, overlay=work.overlay, measured=measured
+        )
         plan = await asyncio.to_thread(setup_plan, ctx.repo, ctx.change.merge_base, ctx.change.head, tests.setup)
 
         async def export_base(dest: Path) -> None:
@@ -211,35 +227,34 @@ class TestCoverage:
             sandbox,
             setup=tests.setup,
             setup_timeout=tests.setup_timeout,
-            tree=work,
+            tree=work.root,
             scratch=ctx.scratch,
             repo_id=str(ctx.repo.path),
             plan=plan,
             export_base=export_base,
+            overlay=work.overlay,
         )
-        run = await run_tests(sandbox, layout, env, tests.command, tests.timeout)
+        # Nothing to measure: no coverage at all (it only slows the tests down).
+        run = await run_tests(sandbox, layout, env, tests.command or "", tests.timeout, measure=bool(sources))
         if run.timed_out:
             raise TimeoutError(f"test command did not finish within {tests.timeout:g}s")
 
+        tree = work.pristine
         notes = [f"environment: {env.description}", _summary(run)]
         findings = self._failures(ctx, run, layout, tree)
         if opts.rerun_failures and not run.passed and not run.no_tests_collected:
             findings, flaky = await self._rerun(ctx, run, layout, env, tree, findings)
             notes.append(f"re-ran the failures once: {flaky} passed the second time (reported as flaky)")
 
-        sources = [
-            f
-            for f in ctx.head_files(".py")
-            if f.added_lines and not ctx.is_test_path(f.path) and match_any(opts.exclude, f.path) is None
-        ]
         confidence = 1.0
         if sources:
-            report = await collect_coverage(sandbox, layout, env, [f.path for f in sources])
+            report = await collect_coverage(sandbox, layout, env, list(measured))
             coverage_findings, coverage_notes, confidence = self._coverage(ctx, opts, sources, report)
             findings += coverage_findings
             notes += coverage_notes
         else:
             notes.append("diff coverage: no changed non-test Python lines")
+        notes.append(work.note)
         return AgentOutput(findings=findings, confidence=confidence, notes=notes)
 
     # -- test results -------------------------------------------------------------------

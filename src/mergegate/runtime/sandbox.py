@@ -32,6 +32,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -39,6 +40,7 @@ from functools import cache
 from pathlib import Path
 from typing import Protocol
 
+from mergegate.runtime.overlay import MOUNT_FAILED, MOUNT_FAILED_STATUS, Overlay, OverlayUnavailable, wrap
 from mergegate.runtime.process import ProcessResult, run_process
 
 
@@ -120,6 +122,9 @@ class SandboxSpec:
     workdir_at: Path | None = None
     #: Extra mounts, possibly at other places than on the host (see ``Mount``).
     mounts: tuple[Mount, ...] = ()
+    #: The work tree is ``overlay.lower`` seen through a throw-away writable layer;
+    #: ``workdir`` is then the (empty) host directory the overlay is mounted on.
+    overlay: Overlay | None = None
 
     @property
     def remapped(self) -> bool:
@@ -133,6 +138,10 @@ class Sandbox(Protocol):
     remaps_paths: bool
 
     async def run(self, argv: Sequence[str], spec: SandboxSpec, timeout: float | None) -> ProcessResult: ...
+
+    def overlay_problem(self) -> str | None:
+        """Why ``SandboxSpec.overlay`` cannot be honoured here, or ``None`` when it can."""
+        ...
 
 
 def python_prefixes() -> tuple[Path, ...]:
@@ -291,26 +300,40 @@ class BubblewrapSandbox:
         for mount in spec.mounts:
             args += ["--bind" if mount.writable else "--ro-bind", str(mount.source), str(mount.dest)]
         if spec.mode is not SandboxMode.DANGER_FULL_ACCESS:
-            for path in self._protected(spec, workdir):
-                args += ["--ro-bind", str(path), str(inside / path.relative_to(workdir))]
+            # Over an overlay the host's mount point is empty: protect from the lower tree.
+            tree = spec.overlay.lower if spec.overlay else workdir
+            for path in self._protected(spec, workdir, tree):
+                args += ["--ro-bind", str(tree / path), str(inside / path)]
         # The root itself is a tmpfs holding the mount points: make it read-only too.
         args += ["--remount-ro", "/"]
         for key, value in scrubbed_env(spec.env).items():
             args += ["--setenv", key, value]
         args += ["--chdir", str(inside), "--", *command]
-        return args
+        return wrap(args, spec.overlay, workdir) if spec.overlay else args
 
     @staticmethod
-    def _protected(spec: SandboxSpec, workdir: Path) -> Iterator[Path]:
+    def _protected(spec: SandboxSpec, workdir: Path, tree: Path) -> Iterator[Path]:
+        """The protected paths that exist in ``tree``, relative to the work tree."""
         for path in (*spec.protected, workdir / ".git"):
             path = path if path.is_absolute() else workdir / path
             # Resolve the parent only: a protected symlink must not redirect the mount.
             path = path.parent.resolve() / path.name
-            if os.path.lexists(path) and not path.is_symlink() and path.is_relative_to(workdir):
-                yield path
+            if not path.is_relative_to(workdir):
+                continue
+            rel = path.relative_to(workdir)
+            real = tree / rel
+            if os.path.lexists(real) and not real.is_symlink() and real.parent.resolve().is_relative_to(tree):
+                yield rel
+
+    def overlay_problem(self) -> str | None:
+        return _probe_overlay(self.bwrap)
 
     async def run(self, argv: Sequence[str], spec: SandboxSpec, timeout: float | None) -> ProcessResult:
-        return await run_process(self.argv(argv, spec), timeout=timeout, env={})
+        result = await run_process(self.argv(argv, spec), timeout=timeout, env={})
+        if spec.overlay and result.returncode == MOUNT_FAILED_STATUS and MOUNT_FAILED in result.stderr:
+            # Fail closed: never report this as the tests' own failure (or success).
+            raise SandboxUnavailable(f"{MOUNT_FAILED}: {result.stderr.strip()[-500:]}")
+        return result
 
 
 class NoSandbox:
@@ -320,9 +343,39 @@ class NoSandbox:
     remaps_paths = False
 
     async def run(self, argv: Sequence[str], spec: SandboxSpec, timeout: float | None) -> ProcessResult:
-        if spec.remapped:
-            raise ValueError("sandbox: none cannot remap paths; check Sandbox.remaps_paths first")
+        if spec.remapped or spec.overlay:
+            raise ValueError("sandbox: none cannot remap paths or mount overlays; check the sandbox first")
         return await run_process(argv, cwd=spec.workdir, env=scrubbed_env(spec.env), timeout=timeout)
+
+    def overlay_problem(self) -> str | None:
+        return "sandbox: none cannot mount an overlay"
+
+
+@cache
+def _probe_overlay(bwrap: str) -> str | None:
+    """Mount an overlay on a scratch tree and delete through it: does the lower tree survive?"""
+    sandbox = BubblewrapSandbox(bwrap, probe=False)
+    with tempfile.TemporaryDirectory(prefix="mergegate-overlay-probe-") as tmp:
+        root = Path(tmp)
+        lower, view = root / "lower", root / "view"
+        (lower / "d").mkdir(parents=True)
+        (lower / "d" / "f").write_text("lower")
+        view.mkdir()
+        try:
+            overlay = Overlay.create(lower, root / "scratch")
+            argv = sandbox.argv(
+                ["/bin/sh", "-c", 'rm -r d && echo upper > d && test "$(cat d)" = upper'],
+                SandboxSpec(workdir=view, workdir_at=Path("/workspace"), overlay=overlay),
+            )
+            proc = subprocess.run(argv, capture_output=True, timeout=30, env={})
+        except (OSError, OverlayUnavailable, subprocess.TimeoutExpired) as exc:
+            return str(exc)
+        intact = (lower / "d" / "f").is_file() and (lower / "d" / "f").read_text() == "lower"
+        overlay.discard()
+        if proc.returncode != 0 or not intact:
+            err = proc.stderr.decode("utf-8", "replace").strip()[-300:]
+            return f"an overlay could not be mounted and written through ({err or f'exit {proc.returncode}'})"
+    return None
 
 
 def make_sandbox(kind: str) -> Sandbox:

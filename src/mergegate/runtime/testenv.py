@@ -67,6 +67,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mergegate.runtime.overlay import Overlay
 from mergegate.runtime.sandbox import Mount, Sandbox, SandboxSpec
 
 #: Where the work tree appears inside the sandbox (when the sandbox can remap paths).
@@ -431,21 +432,31 @@ def own_environment() -> TestEnvironment:
     )
 
 
-def cache_root() -> Path:
-    """``$MERGEGATE_CACHE_DIR``, else ``$XDG_CACHE_HOME/mergegate/envs`` or ``~/.cache/...``."""
-    explicit = os.environ.get("MERGEGATE_CACHE_DIR")
+def cache_dir(variable: str, name: str) -> Path:
+    """``$variable``, else ``$XDG_CACHE_HOME/mergegate/<name>`` or ``~/.cache/mergegate/<name>``."""
+    explicit = os.environ.get(variable)
     if explicit:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mergegate" / "envs"
+    return Path(base) / "mergegate" / name
+
+
+def cache_root() -> Path:
+    """``$MERGEGATE_CACHE_DIR``, else ``$XDG_CACHE_HOME/mergegate/envs`` or ``~/.cache/...``."""
+    return cache_dir("MERGEGATE_CACHE_DIR", "envs")
+
+
+def cache_limit(variable: str, default: int) -> int:
+    """A positive count from ``$variable``; ``default`` when unset or not a number."""
+    try:
+        return max(1, int(os.environ.get(variable, default)))
+    except ValueError:
+        return default
 
 
 def max_envs() -> int:
     """``$MERGEGATE_CACHE_MAX_ENVS`` (shared venvs kept per repository), default 10."""
-    try:
-        return max(1, int(os.environ.get("MERGEGATE_CACHE_MAX_ENVS", DEFAULT_MAX_ENVS)))
-    except ValueError:
-        return DEFAULT_MAX_ENVS
+    return cache_limit("MERGEGATE_CACHE_MAX_ENVS", DEFAULT_MAX_ENVS)
 
 
 def environment_key(base_inputs: str, setup: str, repo_id: str) -> str:
@@ -496,7 +507,14 @@ def _venv(env_dir: Path, host_dir: Path, description: str, setup_ran: bool) -> T
 
 
 async def _run_setup(
-    sandbox: Sandbox, setup: str, timeout: float, workdir: Path, workdir_at: Path | None, host_env: Path, env_dir: Path
+    sandbox: Sandbox,
+    setup: str,
+    timeout: float,
+    workdir: Path,
+    workdir_at: Path | None,
+    host_env: Path,
+    env_dir: Path,
+    overlay: Overlay | None = None,
 ) -> None:
     remapped = host_env != env_dir
     spec = SandboxSpec(
@@ -511,6 +529,7 @@ async def _run_setup(
         },
         mounts=(Mount(host_env, env_dir, writable=True),) if remapped else (),
         writable=() if remapped else (host_env,),
+        overlay=overlay,
     )
     result = await sandbox.run(["/bin/sh", "-c", _setup_script(setup, env_dir)], spec, timeout)
     if result.timed_out:
@@ -614,13 +633,17 @@ def prune_cache(root: Path, repo_id: str, keep: int) -> list[Path]:
 
 
 async def _private_environment(
-    sandbox: Sandbox, setup: str, timeout: float, tree: Path, scratch: Path, why: str
+    sandbox: Sandbox, setup: str, timeout: float, tree: Path, scratch: Path, why: str, overlay: Overlay | None = None
 ) -> TestEnvironment:
-    """A venv built from the change's own tree, in its scratch directory: used once."""
+    """A venv built from the change's own tree, in its scratch directory: used once.
+
+    What the setup writes into the tree (an ``.egg-info``, an extension built in place)
+    stays there for the tests: with an ``overlay``, in its writable layer.
+    """
     host_env = scratch / "env"
     host_env.mkdir(parents=True)
     if sandbox.remaps_paths:
-        await _run_setup(sandbox, setup, timeout, tree, WORKSPACE, host_env, ENV_MOUNT)
+        await _run_setup(sandbox, setup, timeout, tree, WORKSPACE, host_env, ENV_MOUNT, overlay)
         return _venv(ENV_MOUNT, host_env, why, setup_ran=True)
     await _run_setup(sandbox, setup, timeout, tree, None, host_env, host_env)
     return _venv(host_env, host_env, why, setup_ran=True)
@@ -636,26 +659,27 @@ async def prepare_environment(
     repo_id: str,
     plan: SetupPlan | None = None,
     export_base: Callable[[Path], Awaitable[None]] | None = None,
+    overlay: Overlay | None = None,
 ) -> TestEnvironment:
     """The environment to run the tests with, running ``setup`` where the trust rule says.
 
-    ``tree`` is the host path of the head work tree (the tests' copy; a private setup
-    may write to it). ``plan`` says whether the change may use a shared venv, which is
-    built, on a cache miss, in the merge-base tree that ``export_base(dest)`` writes.
-    Without a plan (or without ``export_base``) nothing is shared.
+    ``tree`` is the host path of the head work tree (the tests' own view of it, a copy
+    or ``overlay`` mounted there; a private setup may write to it). ``plan`` says
+    whether the change may use a shared venv, which is built, on a cache miss, in the
+    merge-base tree that ``export_base(dest)`` writes. Without a plan (or without ``export_base``) nothing is shared.
     """
     if not setup:
         return own_environment()
     private = "dependencies changed: built a private environment from this change's tree (used once, never cached)"
     if not sandbox.remaps_paths:
         why = "built by tests.setup from this change's tree (not cached: sandbox none)"
-        return await _private_environment(sandbox, setup, setup_timeout, tree, scratch, why)
+        return await _private_environment(sandbox, setup, setup_timeout, tree, scratch, why, overlay)
     if plan is None or export_base is None:
         why = "built by tests.setup from this change's tree (used once, never cached)"
-        return await _private_environment(sandbox, setup, setup_timeout, tree, scratch, why)
+        return await _private_environment(sandbox, setup, setup_timeout, tree, scratch, why, overlay)
     if plan.private_reason:
         why = f"{private}: {plan.private_reason}"
-        return await _private_environment(sandbox, setup, setup_timeout, tree, scratch, why)
+        return await _private_environment(sandbox, setup, setup_timeout, tree, scratch, why, overlay)
 
     root = cache_root()
     key = environment_key(plan.base_inputs, setup, repo_id)
@@ -676,7 +700,7 @@ async def prepare_environment(
             "shared environment would test the merge base's code: built a private environment from this "
             "change's tree (used once, never cached; an editable install, pip install -e, can be shared)"
         )
-        return await _private_environment(sandbox, setup, setup_timeout, tree, scratch, why)
+        return await _private_environment(sandbox, setup, setup_timeout, tree, scratch, why, overlay)
     if built:
         why = f"environment {key[:12]} built by tests.setup from the merge base and cached"
     else:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from mergegate.runtime.overlay import Overlay
 from mergegate.runtime.sandbox import Mount, Sandbox, SandboxMode, SandboxSpec
 from mergegate.runtime.testenv import WORKSPACE, TestEnvironment
 
@@ -64,21 +65,41 @@ class Place:
 
 @dataclass(frozen=True)
 class Layout:
-    """The work tree, the coverage hook (read-only) and the output directory (writable)."""
+    """The work tree, the coverage hook (read-only) and the output directory (writable).
+
+    With ``overlay``, ``tree.host`` is the mount point of the head tree seen through a
+    throw-away writable layer (see ``mergegate.runtime.overlay``). With ``measured``
+    (work-tree-relative paths), coverage measures those files only, instead of every
+    file under the tree: coverage walks its ``source`` directories for files that never
+    ran, in every measured process and again in the report, which costs as much as the
+    repository is large.
+    """
 
     tree: Place
     hook: Place
     out: Place
+    overlay: Overlay | None = None
+    measured: tuple[str, ...] = ()
 
     @classmethod
-    def create(cls, scratch: Path, tree: Path, remap: bool) -> Layout:
+    def create(
+        cls,
+        scratch: Path,
+        tree: Path,
+        remap: bool,
+        *,
+        overlay: Overlay | None = None,
+        measured: tuple[str, ...] = (),
+    ) -> Layout:
         hook, out = scratch / "hook", scratch / "out"
         hook.mkdir(parents=True)
         out.mkdir(parents=True)
         if remap:
-            layout = cls(Place(tree, WORKSPACE), Place(hook, HOOK_MOUNT), Place(out, OUT_MOUNT))
+            places = (Place(tree, WORKSPACE), Place(hook, HOOK_MOUNT), Place(out, OUT_MOUNT))
         else:
-            layout = cls(Place(tree, tree), Place(hook, hook), Place(out, out))
+            places = (Place(tree, tree), Place(hook, hook), Place(out, out))
+        # A path coverage's patterns cannot name literally: measure the whole tree, as before.
+        layout = cls(*places, overlay=overlay, measured=tuple(measured) if all(map(_plain_path, measured)) else ())
         source = resources.files("mergegate.runtime").joinpath("coverage_hook", "sitecustomize.py")
         (hook / "sitecustomize.py").write_text(source.read_text("utf-8"), "utf-8")
         (hook / "coveragerc").write_text(layout.coveragerc(), "utf-8")
@@ -89,11 +110,16 @@ class Layout:
         return self.hook.inside / "coveragerc"
 
     def coveragerc(self) -> str:
+        if self.measured:
+            files = "".join(f"\n    {self.tree.inside / p}" for p in self.measured)
+            scope = f"include ={files}\n"
+        else:
+            scope = f"source = {self.tree.inside}\n"
         return (
             "[run]\n"
             "parallel = True\n"
             f"data_file = {self.out.inside}/.coverage\n"
-            f"source = {self.tree.inside}\n"
+            f"{scope}"
             "concurrency = thread, multiprocessing\n"
             "omit = */site-packages/*\n"
             "disable_warnings = no-data-collected, module-not-measured, module-not-imported, couldnt-parse\n"
@@ -123,6 +149,7 @@ class Layout:
             env={"PATH": env.path_env(), **env.env, **extra_env},
             mounts=mounts + env_mounts,
             writable=() if remapped else (self.out.host,),
+            overlay=self.overlay,
         )
 
     def relative(self, name: str) -> str | None:
@@ -198,6 +225,11 @@ class CoverageReport:
     #: Coverage per file (work-tree-relative path); ``None`` when no data was collected.
     files: dict[str, FileCoverage] | None
     problem: str = ""
+
+
+def _plain_path(path: str) -> bool:
+    """Whether ``path`` can be named literally in coverage's file patterns and option lists."""
+    return path.isprintable() and not set(path) & set("*?[],#;$%") and not path.startswith(" ")
 
 
 def pytest_argv(command: str) -> list[str] | None:
@@ -329,9 +361,12 @@ async def collect_coverage(
     output = shlex.quote(f"-o{layout.out.inside / COVERAGE_JSON}")
     # ``coverage --include`` takes a comma-separated list of patterns.
     patterns = [str(layout.tree.inside / p) for p in include if "," not in p]
+    # Naming the files reports them even if no test imported them (all lines missing),
+    # without walking the tree for unexecuted files.
+    files = " ".join(shlex.quote(p) for p in patterns)
     script = (
         f"{python} -I -m coverage combine -q {rc} && "
-        f"{python} -I -m coverage json -q {rc} {output} {shlex.quote('--include=' + ','.join(patterns))}"
+        f"{python} -I -m coverage json -q {rc} {output} {shlex.quote('--include=' + ','.join(patterns))} -- {files}"
     )
     spec = layout.spec(env, {}, mode=SandboxMode.READ_ONLY)
     result = await sandbox.run(["/bin/sh", "-c", script], spec, COMBINE_TIMEOUT_S)

@@ -132,6 +132,34 @@ class GitRepo:
                 raise GitError(f"git {args[0]} failed: {proc.stderr.decode(errors='replace').strip()}")
         index.unlink(missing_ok=True)
 
+    def git_detached(
+        self, work_tree: Path, index: Path, *args: str, check: bool = True, pass_fds: tuple[int, ...] = ()
+    ) -> subprocess.CompletedProcess:
+        """Run git on a work tree of our own with an index of its own (``GIT_INDEX_FILE``).
+
+        The repository's own index, HEAD and work tree are never touched. The settings
+        that decide whether a file counts as changed are pinned, so user or repository
+        config (an fsmonitor, an untracked cache, sparse checkout, ``trustctime=false``)
+        cannot make a modified tree look clean. ``pass_fds`` are inherited by git (e.g. a
+        lock that must outlive us if we are killed while git writes).
+        """
+        pinned = [
+            *("-c", "core.fileMode=true", "-c", "core.trustctime=true", "-c", "core.checkStat=default"),
+            *("-c", "core.symlinks=true", "-c", "core.ignoreCase=false", "-c", "core.sparseCheckout=false"),
+            *("-c", "core.fsmonitor=false", "-c", "core.untrackedCache=false", "-c", "core.splitIndex=false"),
+        ]
+        proc = subprocess.run(
+            ["git", *pinned, f"--git-dir={self.git_dir}", f"--work-tree={work_tree}", *args],
+            cwd=work_tree,
+            capture_output=True,
+            env={**os.environ, **_GIT_ENV, "GIT_INDEX_FILE": str(index)},
+            pass_fds=pass_fds,
+        )
+        if check and proc.returncode != 0:
+            err = proc.stderr.decode("utf-8", "replace").strip()
+            raise GitError(f"git {' '.join(args[:3])} failed: {err or f'exit {proc.returncode}'}")
+        return proc
+
     # -- the change --------------------------------------------------------------------
 
     def diff_text(self, base: str, head: str, context: int = 0) -> str:
