@@ -29,7 +29,10 @@ from tests.server.gate_helpers import (
 )
 from tests.server.test_cli import cli
 
-POLICY = BASE_POLICY + ('  commenter:\n    tools: "Read, PostComment"\n    sandbox: read-only\n')
+POLICY = BASE_POLICY + (
+    '  commenter:\n    tools: "Read, PostComment"\n    sandbox: read-only\n'
+    '  sleeper:\n    tools: "Read, Bash(sleep:*), PostComment"\n    sandbox: read-only\n'
+)
 CALLS = [
     {"tool": "Read", "args": {"path": "README.md"}},
     {"tool": "PostComment", "args": {"body": "the agent says: LGTM"}},
@@ -120,6 +123,36 @@ def test_a_pause_survives_kill_9_and_the_approved_call_runs(server: GateServer, 
     # Deciding again is a clear conflict that names the first decision.
     again = _decide(server, who["alice"].token, req["id"], "approve")
     assert again.status_code == 409 and f"already approved by {who['bob'].name}" in again.json()["reason"]
+
+
+def test_a_run_killed_mid_call_is_run_again_after_the_restart(server: GateServer, setup):
+    _, who, _ = setup
+    n = _change(server, setup)
+    calls = [{"tool": "Bash", "args": {"command": "sleep 4"}}, CALLS[1]]
+    with server.client(who["alice"].token) as api:
+        body = {"change": n, "agent": "sleeper", "principal": who["agent"].name, "calls": calls}
+        r = api.post("/api/agent-runs", json=body)
+    assert r.status_code == 201, r.text
+    run_id = r.json()["id"]
+
+    def sleeping():
+        return any(
+            e["details"].get("run_id") == f"agent-run-{run_id}" and e["details"].get("tool") == "Bash"
+            for e in server.audit("tool_call")
+        )
+
+    wait_for(sleeping, 30, "the run's first call to start")
+    assert _run(server, run_id)["status"] == "running"
+    server.stop(signal.SIGKILL)
+    server.start()
+    # SQLite: released at start; PostgreSQL: the dead server's 60 s lease runs out.
+    run = _wait_status(server, run_id, "paused", "error", "done", timeout=150)
+    assert run["status"] == "paused", run["reason"]
+    assert [(x["tool"], x["status"]) for x in run["results"]] == [("Bash", "allowed")]
+    [req] = _pending(server, run_id)
+    assert req["tool"] == "PostComment" and req["call_index"] == 1
+    assert _decide(server, who["bob"].token, req["id"], "deny", "test over").status_code == 200
+    _wait_status(server, run_id, "done")
 
 
 def test_a_denial_reaches_the_agent_as_the_tool_result(server: GateServer, setup):
