@@ -7,6 +7,7 @@ step, no sandbox) are built separately.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -21,7 +22,9 @@ from mergegate.core.results import AgentStatus
 from mergegate.core.routing import Action
 from mergegate.core.severity import Severity
 from mergegate.runtime.testrun import parse_junit, pytest_argv
+from mergegate.service.check import run_check
 from mergegate.service.policy_source import load_policy_text
+from mergegate.vcs.git import GitRepo
 from tests.conftest import require_tool
 from tests.gitrepo import RepoBuilder
 
@@ -359,6 +362,80 @@ def test_failing_setup_is_an_error_with_its_output(repo, tmp_path, monkeypatch):
     assert result.status is AgentStatus.ERROR
     assert "exited with status 7" in result.detail and "cannot build calc" in result.detail
     assert list((tmp_path / "cache").iterdir()) == []  # nothing half-built left to reuse
+
+
+# -- the head tree: a persistent export under a throw-away overlay -------------------------------
+
+POISON = dedent(
+    """
+    from pathlib import Path
+
+
+    def test_poison():
+        # Everything a hostile change could leave behind for the next change's check.
+        Path("conftest.py").write_text(
+            "import pytest\\n"
+            "@pytest.hookimpl(hookwrapper=True)\\n"
+            "def pytest_runtest_makereport(item, call):\\n"
+            "    outcome = yield\\n"
+            "    outcome.get_result().outcome = 'passed'\\n"
+        )
+        Path("src/calc/ops.py").write_text("def add(a, b):\\n    return 3\\n")
+        Path("tests/test_ops.py").unlink()
+    """
+)
+
+
+@pytest.fixture
+def exports(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("MERGEGATE_EXPORTS_DIR", str(tmp_path / "exports"))
+    return tmp_path / "exports"
+
+
+def test_a_change_cannot_poison_the_tree_the_next_check_runs_on(repo, exports):
+    require_tool("bwrap")
+    repo.base(BASE)
+    repo.change({"tests/test_poison.py": POISON}, branch="poison")
+    (poisoner,) = repo.check([AGENT], head="poison").results
+    assert poisoner.status is AgentStatus.OK, poisoner.detail
+    assert any("2 passed" in n for n in poisoner.notes), poisoner.notes  # its writes worked, in its own overlay
+    assert any(n.startswith("work tree: persistent export") for n in poisoner.notes), poisoner.notes
+
+    repo.change({"tests/test_more.py": "from calc.ops import add\n\n\ndef test_two():\n    assert add(2, 2) == 5\n"})
+    (result,) = repo.check([AGENT]).results
+    (failure,) = by_rule(result, "test-failed")  # no planted conftest.py forces it to pass
+    assert failure.properties["test_id"] == "tests/test_more.py::test_two"
+    assert any("1 passed, 1 failed" in n for n in result.notes)  # test_ops.py is back, add() is not poisoned
+    assert any("updated from" in n and "by the diff" in n for n in result.notes), result.notes
+
+
+def test_two_checks_of_one_repository_at_once_each_see_their_own_tree(repo, exports):
+    require_tool("bwrap")
+    repo.base(BASE)
+    repo.change({"src/calc/ops.py": "def add(a, b):\n    return a - b\n"}, branch="broken")
+    repo.change({"src/calc/ops.py": OPS + "\n\ndef neg(a):\n    return -a\n"}, branch="fine")
+
+    async def both():
+        git = GitRepo(repo.path)
+        return await asyncio.gather(run_check(git, "main", "broken", [AGENT]), run_check(git, "main", "fine", [AGENT]))
+
+    broken, fine = (report.results[0] for report in asyncio.run(both()))
+    assert [f.properties["test_id"] for f in by_rule(broken, "test-failed")] == ["tests/test_ops.py::test_add"]
+    assert by_rule(fine, "test-failed") == [] and by_rule(fine, "uncovered-lines")[0].properties["lines"] == "6"
+    assert len(list(exports.glob("*/slot-*/tree"))) == 2
+
+
+def test_a_changed_module_no_test_imports_is_reported_uncovered(calc):
+    # Coverage measures the changed files only, and reports them even when never imported.
+    _, result = run_agent(calc, "unimported", {"src/calc/extra.py": "def f():\n    return 1\n\n\nX = f()\n"})
+    (uncovered,) = by_rule(result, "uncovered-lines")
+    assert (uncovered.path, uncovered.properties["lines"]) == ("src/calc/extra.py", "1-2, 5")
+
+
+def test_sandbox_none_says_its_tree_was_exported_afresh(repo):
+    repo.base({**BASE, ".mergegate.yml": "sandbox: none\n"}).change({"src/calc/ops.py": OPS + "\nX = 1\n"})
+    (result,) = repo.check([AGENT]).results
+    assert "work tree: a fresh export of the head tree (sandbox: none cannot mount an overlay)" in result.notes
 
 
 # -- pure helpers ---------------------------------------------------------------------------------
