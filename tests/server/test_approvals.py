@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import signal
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
+from mergegate.service.settings import ServerSettings, SettingsError
 from tests.runtime.llm_support import REVIEW
 from tests.runtime.openai_fake import FakeOpenAI, completion, final
 from tests.server.conftest import GateServer
@@ -94,9 +96,12 @@ def test_a_pause_survives_kill_9_and_the_approved_call_runs(server: GateServer, 
     r = _start(server, who["alice"].token, n, who["agent"].name)
     assert r.status_code == 201, r.text
     run_id = r.json()["id"]
+    assert r.json()["approval_timeout_s"] == 86_400, "the server's default: 24 hours"
     run = _wait_status(server, run_id, "paused")
     assert [x["status"] for x in run["results"]] == ["allowed"]
     [req] = _pending(server, run_id)
+    waits = datetime.fromisoformat(req["expires_at"]) - datetime.fromisoformat(req["requested_at"])
+    assert waits == timedelta(hours=24)
     assert req["tool"] == "PostComment" and req["args"] == {"body": "the agent says: LGTM"}
     assert req["call_index"] == 1 and req["change"] == n and run["pending_approvals"] == [req["id"]]
 
@@ -360,3 +365,13 @@ def test_a_model_run_without_a_model_is_skipped_not_faked(server: GateServer, se
         run_id = api.post("/api/agent-runs", json=body).json()["id"]
     run = _wait_status(server, run_id, "skipped", "error", "done")
     assert run["status"] == "skipped" and "no model configured" in run["reason"], run
+
+
+def test_the_default_approval_timeout_is_a_server_setting(tmp_path):
+    config = tmp_path / "server.toml"
+    config.write_text("approval_timeout_s = 600\n")
+    assert ServerSettings.load(tmp_path).approval_timeout_s == 600
+    for bad in ("0", "'soon'", "99999999"):
+        config.write_text(f"approval_timeout_s = {bad}\n")
+        with pytest.raises(SettingsError, match="approval_timeout_s"):
+            ServerSettings.load(tmp_path)
