@@ -55,6 +55,7 @@ from sqlalchemy.orm import Session
 from mergegate.core.policy import PolicyError
 from mergegate.core.principals import PrincipalKind, Role
 from mergegate.forge.local.bare_git import BareGitRepo
+from mergegate.forge.local.repos import ForgeError
 from mergegate.runtime.budget import Spend
 from mergegate.runtime.replay import TrajectoryError, parse_trajectory
 from mergegate.runtime.runner import CallResult, Status, ToolRunner
@@ -240,7 +241,10 @@ def start(db: Database, forge: Any, data_dir: Path, default_timeout_s: int, acto
             f"{what}, not an agent principal: a run acts as one "
             f"(create it: mergegate user add {principal_name} --kind agent; or pass principal)"
         )
-    bare = forge.open(repo.name)
+    try:
+        bare = forge.open(repo.name)
+    except ForgeError as exc:
+        raise Conflict(str(exc)) from None
     base = bare.resolve(f"refs/heads/{target}")
     if base is None:
         raise Conflict(f"the target branch {target} of change {req.change} does not exist")
