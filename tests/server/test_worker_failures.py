@@ -320,6 +320,41 @@ def test_a_check_result_waiting_for_sqlites_write_lock_is_retried_then_given_bac
     impatient.dispose()
 
 
+def test_a_result_transaction_whose_connection_is_killed_is_retried_on_a_new_one(db, forge, context, tmp_path):
+    if db.is_sqlite:
+        pytest.skip("a PostgreSQL server connection")
+    runs = _open_change(db, forge, context, "killed", tmp_path)
+    with db.write() as session:
+        # The first result written kills its own server connection (pg_terminate_backend),
+        # mid-transaction; a sequence counts the writes outside any transaction.
+        session.execute(text("CREATE SEQUENCE kill_once"))
+        session.execute(
+            text(
+                "CREATE FUNCTION kill_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF nextval('kill_once') = 1 THEN PERFORM pg_terminate_backend(pg_backend_pid()); END IF; "
+                "RETURN NEW; END $$"
+            )
+        )
+        session.execute(
+            text(f"CREATE TRIGGER kill_once BEFORE UPDATE ON check_runs FOR EACH ROW WHEN ({ANY_RESULT}) "
+                 "EXECUTE FUNCTION kill_once()")
+        )  # fmt: skip
+    try:
+        worker = CheckWorker(db, forge, workers=1)
+        assert worker.process_one() is True
+    finally:
+        _allow(db, "kill_once", "check_runs")
+        with db.write() as session:
+            writes = session.execute(text("SELECT last_value FROM kill_once")).scalar_one()
+            session.execute(text("DROP SEQUENCE kill_once"))
+    assert writes == 2  # killed once, then written on a new connection
+    [(run, event)] = [(r, e) for r, e in map(lambda i: _state(db, i), runs) if e.status == "done"]
+    assert (run.status, event.attempts) == ("success", 1)  # no second run was needed
+    assert len(_completed(db, run.id)) == 1
+    for run_id in runs:
+        _process_until_recorded(worker, db, run_id)
+
+
 # -- leases: renewed while a check runs, run out when its server is gone -------------------------
 
 
