@@ -33,6 +33,8 @@ from pathlib import Path
 WORK = Path(__file__).resolve().parent / ".work"
 SDISTS = WORK / "sdists"
 REPOS = WORK / "repos"
+#: The test agent's persistent exports of the benchmark repositories (``mergegate.runtime.export``).
+EXPORTS = WORK / "exports"
 
 #: Bump when anything below changes, so cached repositories are rebuilt.
 RECIPE_VERSION = "5"
@@ -168,6 +170,34 @@ def bench_repo(name: str) -> BenchRepo:
     files = len(_git(path, "ls-tree", "-r", "--name-only", "change").splitlines())
     changed = _git(path, "diff", "--name-only", "main...change").split()
     return BenchRepo(name, path, files, changed)
+
+
+def isolate_exports() -> None:
+    """Keep the benchmark's persistent exports under ``.work/`` (this process and its children)."""
+    os.environ["MERGEGATE_EXPORTS_DIR"] = str(EXPORTS)
+
+
+def rewind_exports(repo: BenchRepo, ref: str = "main") -> None:
+    """Bring every persistent export of ``repo`` back to ``ref`` (untimed).
+
+    The benchmark checks the same head again and again; without this, every check
+    after the first would find the export already at ``change`` and reuse it as is. A
+    gate checks a new commit each time, so each timed check starts from the base and
+    pays what a real one pays: the update by the diff, and its verification.
+    """
+    from mergegate.runtime import export
+    from mergegate.vcs.git import GitRepo
+
+    git = GitRepo(repo.path)
+    commit = git.rev_parse(ref)
+    slots = len(list((EXPORTS / export.repo_key(git)).glob("slot-*"))) or 1
+    held: list[export.Export] = []
+    try:
+        while len(held) < slots and (taken := export.acquire(git, commit, EXPORTS)) is not None:
+            held.append(taken)
+    finally:
+        for taken in held:
+            taken.release()
 
 
 if __name__ == "__main__":
