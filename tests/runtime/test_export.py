@@ -293,3 +293,20 @@ def _kill(child: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(child.pid, signal.SIGKILL)
     child.wait()
+
+
+def test_the_forges_bare_repositories_are_exported_too(builder, root, tmp_path):
+    from mergegate.forge.local.bare_git import BareGitRepo
+
+    bare = tmp_path / "bare.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(builder.path), str(bare)], check=True)
+    first = builder.git("rev-parse", "HEAD").strip()
+    second = builder.commit({"pkg/mod.py": "X = 7\n", "README": None})
+    subprocess.run(["git", "-C", str(bare), "fetch", "-q", str(builder.path), "main:main"], check=True)
+    repo = BareGitRepo(bare)
+    for commit in (first, second):
+        held = take(repo, commit, root)
+        assert snapshot(held.tree) == expected(repo, commit, tmp_path)
+        held.release()
+    assert held.how == f"updated from {first[:12]} by the diff"
+    assert not (bare / "index").exists()  # the repository's own index is never written

@@ -43,7 +43,7 @@ class WorkTree:
 @asynccontextmanager
 async def head_work_tree(repo: GitRepo, commit: str, sandbox: Sandbox, scratch: Path) -> AsyncIterator[WorkTree]:
     """A writable view of ``commit``'s tree for the duration of the ``async with``."""
-    problem = sandbox.overlay_problem()
+    problem = await asyncio.to_thread(sandbox.overlay_problem)  # probed once per process: a sandbox run
     held = None
     if problem is None:
         try:
