@@ -31,6 +31,7 @@ import ipaddress
 import re
 import shutil
 import socket
+import ssl
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -138,9 +139,10 @@ class PostCommentArgs(_Args):
 
 
 class OpenChangeArgs(_Args):
+    """The change proposes the whole workspace; its base is the change the agent works on."""
+
     title: str = Field(..., min_length=1, max_length=300)
-    body: str = ""
-    branch: str | None = Field(None, max_length=200)
+    body: str = Field("", max_length=65536)
 
 
 class NoArgs(BaseModel):
@@ -236,27 +238,39 @@ def _git_target(ctx: ToolContext, args: Any) -> Target:
 
 
 def _fetch_target(ctx: ToolContext, args: WebFetchArgs) -> Target:
+    import httpx
+
     url = urllib.parse.urlsplit(args.url)
     if url.scheme not in ("http", "https") or not url.hostname:
         raise ToolRefused(f"{args.url!r}: only http(s) URLs with a host")
     if url.username or url.password:
         raise ToolRefused("URLs with credentials are not allowed")
+    # The rules judge this parse; the request is built from httpx's: they must agree.
+    try:
+        sent = httpx.URL(args.url).host
+    except httpx.InvalidURL as exc:
+        raise ToolRefused(f"{args.url!r}: {exc}") from None
+    if sent != url.hostname:
+        raise ToolRefused(f"{args.url!r}: ambiguous host ({url.hostname!r} or {sent!r})")
     return Target(host=url.hostname, port=url.port or (443 if url.scheme == "https" else 80))
 
 
-def refuse_private(host: str, port: int) -> None:
-    """Refuse hosts that resolve to private, loopback or link-local addresses.
+def refuse_private(host: str, port: int) -> tuple[str, ...]:
+    """Resolve ``host``; refuse it if any address is private, loopback or link-local.
 
     The runner calls this once the host passed the allow rules (a host that is not
     allowed is never even resolved: a DNS query is egress too), so the refusal is audited
-    before anything runs; ``_fetch`` checks again right before connecting.
+    before anything runs; ``_fetch`` calls it again right before connecting and dials an
+    address it returned. Returns the addresses, in the resolver's order.
     """
     try:
         infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
     except OSError as exc:
         raise ToolRefused(f"cannot resolve {host}: {exc}") from None
-    if not _public([info[4][0] for info in infos]):
+    addresses = tuple(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not addresses or not all(_public_address(a) for a in addresses):
         raise ToolRefused(f"{host} resolves to a private, loopback or link-local address")
+    return addresses
 
 
 # --- implementations --------------------------------------------------------------------
@@ -488,12 +502,16 @@ async def _git(ctx: ToolContext, args: Any, target: Target, tool: str) -> ToolOu
     return await shell_output(ctx, git_command(tool, args, target), mode=SandboxMode.READ_ONLY, network=False)
 
 
-def _public(addresses: list[str]) -> bool:
-    for addr in addresses:
-        ip = ipaddress.ip_address(addr.split("%", 1)[0])
-        if not ip.is_global or ip.is_multicast:
-            return False
-    return bool(addresses)
+def _public_address(addr: str) -> bool:
+    ip = ipaddress.ip_address(addr.split("%", 1)[0])
+    return ip.is_global and not ip.is_multicast
+
+
+def _tls_context() -> ssl.SSLContext:
+    """certifi's roots, as httpx uses by default; the environment (``SSL_CERT_FILE``) is not trusted."""
+    import httpx
+
+    return httpx.create_ssl_context(trust_env=False)
 
 
 async def _fetch(ctx: ToolContext, args: WebFetchArgs, target: Target) -> ToolOutput:
@@ -505,15 +523,25 @@ async def _fetch(ctx: ToolContext, args: WebFetchArgs, target: Target) -> ToolOu
     """
     import httpx
 
-    url = urllib.parse.urlsplit(args.url)
-    await asyncio.to_thread(refuse_private, url.hostname, url.port or (443 if url.scheme == "https" else 80))
-    client = httpx.AsyncClient(follow_redirects=False, timeout=15.0, trust_env=False)
-    async with client, client.stream("GET", args.url) as response:
-        body = b""
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) > ctx.limits.output_bytes:
-                break
+    url = httpx.URL(args.url)
+    name = url.raw_host.decode("ascii")  # IDNA-encoded: the name httpx would resolve
+    addresses = await asyncio.to_thread(refuse_private, name, url.port or (443 if url.scheme == "https" else 80))
+    # Dial the address just checked, never the name: a client that resolves it again can
+    # get another answer (DNS rebinding to 127.0.0.1). The Host header, TLS SNI and the
+    # certificate check keep the name.
+    pinned = url.copy_with(host=addresses[0])
+    headers = {"Host": url.netloc.decode("ascii")}
+    extensions = {"sni_hostname": name}
+    client = httpx.AsyncClient(follow_redirects=False, timeout=15.0, trust_env=False, verify=_tls_context())
+    body = b""
+    try:
+        async with client, client.stream("GET", pinned, headers=headers, extensions=extensions) as response:
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > ctx.limits.output_bytes:
+                    break
+    except httpx.HTTPError as exc:
+        return ToolOutput(f"error: {type(exc).__name__}: {exc}", ok=False)
     head = f"HTTP {response.status_code}"
     if response.is_redirect:
         head += f" (redirect to {response.headers.get('location', '?')}: not followed)"
@@ -528,8 +556,10 @@ async def _post_comment(ctx: ToolContext, args: PostCommentArgs, target: Target)
 
 
 async def _open_change(ctx: ToolContext, args: OpenChangeArgs, target: Target) -> ToolOutput:
-    ctx.outbox.append({"kind": "change", "title": args.title, "body": args.body, "branch": args.branch})
-    return ToolOutput("change queued for the gate (opened through the gate API, which runs every check)")
+    ctx.outbox.append({"kind": "change", "title": args.title, "body": args.body})
+    return ToolOutput(
+        "change queued for the gate: the workspace's files, proposed through the gate API (which runs every check)"
+    )
 
 
 def _git_impl(tool: str) -> Impl:
