@@ -399,7 +399,7 @@ def test_a_change_cannot_poison_the_tree_the_next_check_runs_on(repo, exports):
     (poisoner,) = repo.check([AGENT], head="poison").results
     assert poisoner.status is AgentStatus.OK, poisoner.detail
     assert any("2 passed" in n for n in poisoner.notes), poisoner.notes  # its writes worked, in its own overlay
-    assert any(n.startswith("work tree: persistent export") for n in poisoner.notes), poisoner.notes
+    assert any(n.startswith("work tree: the persistent export, ") for n in poisoner.notes), poisoner.notes
 
     repo.change({"tests/test_more.py": "from calc.ops import add\n\n\ndef test_two():\n    assert add(2, 2) == 5\n"})
     (result,) = repo.check([AGENT]).results

@@ -18,7 +18,8 @@ which happened.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,16 +44,7 @@ class WorkTree:
 @asynccontextmanager
 async def head_work_tree(repo: GitRepo, commit: str, sandbox: Sandbox, scratch: Path) -> AsyncIterator[WorkTree]:
     """A writable view of ``commit``'s tree for the duration of the ``async with``."""
-    problem = await asyncio.to_thread(sandbox.overlay_problem)  # probed once per process: a sandbox run
-    held = None
-    if problem is None:
-        try:
-            held = await asyncio.to_thread(export.acquire, repo, commit)
-        except (export.ExportError, GitError, OSError) as exc:
-            problem = f"the persistent export failed: {exc}"
-        else:
-            if held is None:
-                problem = f"all {export.MAX_SLOTS} persistent exports of this repository are in use"
+    held, problem = await _export(repo, commit, sandbox)
     if held is not None:
         try:
             overlay = Overlay.create(held.tree, scratch)
@@ -66,12 +58,67 @@ async def head_work_tree(repo: GitRepo, commit: str, sandbox: Sandbox, scratch: 
         return
     mount_point = scratch / "work"
     mount_point.mkdir()
-    note = f"work tree: persistent export {held.how}, under a throw-away overlay"
+    note = f"work tree: the persistent export, {held.how}, under a throw-away overlay"
     try:
         yield WorkTree(mount_point, held.tree, overlay, note)
     finally:
         held.release()
         await asyncio.to_thread(_tidy, overlay)
+
+
+async def _export(repo: GitRepo, commit: str, sandbox: Sandbox) -> tuple[export.Export | None, str | None]:
+    """A locked persistent export at ``commit`` if the sandbox can overlay it, else why not.
+
+    The overlay probe (once per process: a sandbox run) and the export run side by side.
+    """
+    if not sandbox.remaps_paths:  # sandbox: none: no overlay, so nothing persistent either
+        return None, sandbox.overlay_problem()
+
+    handoff = _Handoff()
+
+    async def take() -> export.Export | None:
+        return await asyncio.to_thread(handoff.run, lambda: export.acquire(repo, commit))
+
+    try:
+        problem, held = await asyncio.gather(asyncio.to_thread(sandbox.overlay_problem), take(), return_exceptions=True)
+    except asyncio.CancelledError:
+        handoff.abandon()  # the thread still runs: whatever it locks is released, not leaked
+        raise
+    if isinstance(held, BaseException):
+        if not isinstance(held, export.ExportError | GitError | OSError):
+            raise held
+        return None, problem if isinstance(problem, str) else f"the persistent export failed: {held}"
+    if isinstance(problem, BaseException) or problem is not None:
+        if held is not None:
+            held.release()
+        return None, str(problem)
+    if held is None:
+        return None, f"all {export.MAX_SLOTS} persistent exports of this repository are in use"
+    return held, None
+
+
+class _Handoff:
+    """Hands a lock taken in a worker thread to the coroutine, or releases it if that gave up."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._abandoned = False
+        self._held: export.Export | None = None
+
+    def run(self, acquire: Callable[[], export.Export | None]) -> export.Export | None:
+        held = acquire()
+        with self._mutex:
+            if self._abandoned and held is not None:
+                held.release()
+                return None
+            self._held = held
+        return held
+
+    def abandon(self) -> None:
+        with self._mutex:
+            self._abandoned = True
+            if self._held is not None:
+                self._held.release()
 
 
 def _tidy(overlay: Overlay) -> None:
