@@ -25,10 +25,12 @@ A server killed mid-run leaves the event leased; the lease is renewed only while
 is alive, so it runs out within ``LEASE_S`` (on SQLite the next start releases it at once),
 and the run continues from the last state it saved (for a scripted run, the call after the last
 one recorded; for a model run, its last pause or its start — model requests after it
-are asked again). Approved ``PostComment`` calls are posted on the change through
-``service.changes.comment`` as the agent principal. ``OpenChange`` calls are recorded
-in the run's ``outbox`` and not delivered (opening a change needs a push of the
-workspace, which hosted runs do not do yet).
+are asked again). Approved ``PostComment`` and ``OpenChange`` calls are carried out by
+``service.run_delivery`` as the agent principal, exactly once (a call run again after a
+crash finds its delivery recorded), and listed in the run's ``outbox``.
+
+A run's results (call outputs included) are read by humans and by the run's own agent
+principal; another agent asking is refused (403, audited).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ from mergegate.runtime.budget import Spend
 from mergegate.runtime.replay import TrajectoryError, parse_trajectory
 from mergegate.runtime.runner import CallResult, Status, ToolRunner
 from mergegate.runtime.workspace import Workspace
-from mergegate.service import approvals
+from mergegate.service import approvals, run_delivery
 from mergegate.service.authz import Actor, refuse
 from mergegate.service.errors import Conflict, Invalid, NotFound
 from mergegate.service.events import Worker
@@ -125,7 +127,7 @@ def view(session: Session, row: AgentRunRow) -> dict[str, Any]:
         "cost_usd": row.cost_usd,
         "results": state.get("results", []),
         "output": state.get("output"),
-        "outbox": state.get("outbox", []),
+        "outbox": [_opened(session, item) for item in state.get("outbox", [])],
         "pending_approvals": [r.id for r in approvals.pending_of_run(session, row.id)],
         "created_at": row.created_at.isoformat(),
         "updated_at": row.updated_at.isoformat(),
@@ -133,22 +135,49 @@ def view(session: Session, row: AgentRunRow) -> dict[str, Any]:
     }
 
 
-def list_runs(db: Database, *, change: int | None = None, status: str | None = None) -> list[dict[str, Any]]:
+def _opened(session: Session, item: dict[str, Any]) -> dict[str, Any]:
+    """A proposed change's outbox entry, with the change its push opened once handled."""
+    if "event" not in item or "ref" not in item:
+        return item
+    patchset = change_store.patchset_for(session, item["event"], item["ref"])
+    return {**item, "change": patchset.change_id if patchset else None}
+
+
+def _why_not_read(actor: Actor, row: AgentRunRow) -> str | None:
+    """Runs carry tool outputs (file contents, command output): humans read them, and so
+    does the agent principal the run acts as; other agents do not."""
+    if actor.principal.kind is PrincipalKind.HUMAN or actor.principal_id == row.principal_id:
+        return None
+    return (
+        f"{actor.name} is an agent and run {row.id} acts as another principal: "
+        "an agent reads only its own runs' results"
+    )
+
+
+def list_runs(
+    db: Database, actor: Actor, *, change: int | None = None, status: str | None = None
+) -> list[dict[str, Any]]:
+    """The runs ``actor`` may read: every run for a human, its own for an agent."""
     with db.read() as session:
         query = select(AgentRunRow).order_by(AgentRunRow.id)
         if change is not None:
             query = query.where(AgentRunRow.change_id == change)
         if status is not None:
             query = query.where(AgentRunRow.status == status)
+        if actor.principal.kind is not PrincipalKind.HUMAN:
+            query = query.where(AgentRunRow.principal_id == actor.principal_id)
         return [view(session, r) for r in session.execute(query).scalars()]
 
 
-def get_run(db: Database, run_id: int) -> dict[str, Any]:
+def get_run(db: Database, actor: Actor, run_id: int) -> dict[str, Any]:
     with db.read() as session:
         row = session.get(AgentRunRow, run_id)
         if row is None:
             raise NotFound(f"no agent run {run_id}")
-        return view(session, row)
+        refusal = _why_not_read(actor, row)
+        if refusal is None:
+            return view(session, row)
+    raise refuse(db, actor.name, "agent_run.read", refusal, {"run": run_id})
 
 
 #: The llm-review agent's note in a check report: "spent N requests, … tokens, $C (run …)".
@@ -353,7 +382,8 @@ class DbAudit:
 
 
 class HostedRunner(ToolRunner):
-    """A runner whose approved external effects are delivered by the gate, as the agent."""
+    """A runner whose approved external effects are delivered by the gate, as the agent:
+    ``deliver(call index, outbox item)`` right after the call that queued it."""
 
     def __init__(self, *args: Any, deliver: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -362,7 +392,7 @@ class HostedRunner(ToolRunner):
     async def call(self, tool_name: str, args: Any, index: int | None = None) -> CallResult:
         result = await super().call(tool_name, args, index)
         while self.ctx.outbox:
-            self._deliver(self.ctx.outbox.pop(0))
+            self._deliver(result.index, self.ctx.outbox.pop(0))
         return result
 
 
@@ -405,6 +435,7 @@ class _Job:
     kind: str
     change: int | None
     repo: str
+    head_sha: str
     base_sha: str
     target: str
     principal_id: int
@@ -508,6 +539,7 @@ class AgentRunWorker(Worker):
                 kind=row.kind,
                 change=row.change_id,
                 repo=repo.name,
+                head_sha=row.head_sha,
                 base_sha=row.base_sha,
                 target=change.target_branch if change else "",
                 principal_id=row.principal_id,
@@ -533,23 +565,24 @@ class AgentRunWorker(Worker):
             approvals.DbApprovals(self.db, run_id, job.timeout_s),
             run_id=f"agent-run-{run_id}",
             cls=HostedRunner,
-            deliver=lambda item: self._deliver(job, item),
+            deliver=lambda index, item: self._deliver(job, index, item),
         )
         if job.kind == "scripted":
             return asyncio.run(self._scripted(job, runner))
         return asyncio.run(self._model(job, runner, loaded, spec))
 
-    def _deliver(self, job: _Job, item: dict[str, Any]) -> None:
-        from mergegate.service import changes  # the push handlers; loaded only when needed
-
-        outbox = job.state.setdefault("outbox", [])
-        if item.get("kind") == "comment" and job.change is not None:
-            with self.db.read() as session:
-                actor = Actor.of(principals.get_by_id(session, job.principal_id))
-            posted = changes.comment(self.db, actor, job.change, item["body"])
-            outbox.append({**item, "delivered": True, "comment": posted["id"]})
-        else:
-            outbox.append({**item, "delivered": False, "why": "hosted runs do not open changes yet"})
+    def _deliver(self, job: _Job, index: int, item: dict[str, Any]) -> None:
+        run = run_delivery.Run(
+            id=job.run_id,
+            principal_id=job.principal_id,
+            change=job.change,
+            repo=job.repo,
+            head_sha=job.head_sha,
+            target=job.target,
+            workspace=workspace_dir(self.data_dir, job.run_id),
+        )
+        outcome = run_delivery.deliver(self.db, self.forge, run, index, item)
+        job.state.setdefault("outbox", []).append({**item, "call_index": index, **outcome})
 
     async def _scripted(self, job: _Job, runner: ToolRunner) -> str:
         calls, state = job.state["calls"], job.state

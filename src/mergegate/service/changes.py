@@ -361,6 +361,13 @@ def get_change(db: Database, number: int) -> dict[str, Any]:
 
 
 def comment(db: Database, actor: Actor, number: int, body: str) -> dict[str, Any]:
+    check_comment(db, actor, number, body)
+    with db.write() as session:
+        return add_comment(session, actor, number, body)
+
+
+def check_comment(db: Database, actor: Actor, number: int, body: str) -> None:
+    """May ``actor`` post ``body`` on change ``number``? Raises why not (refusals audited)."""
     require(db, actor, Permission.COMMENT, action="change.comment", details={"change": number})
     if actor.principal_id is None:
         raise Invalid("the local operator cannot comment; use a principal's token")
@@ -368,23 +375,27 @@ def comment(db: Database, actor: Actor, number: int, body: str) -> dict[str, Any
         raise Invalid("the comment is empty")
     if len(body) > MAX_COMMENT:
         raise Invalid(f"the comment is longer than {MAX_COMMENT} characters")
-    with db.write() as session:
-        change = store.get(session, number)
-        if change is None:
-            raise NotFound(f"no change {number}")
-        row = store.add_comment(session, change, author_id=actor.principal_id, body=body)
-        audit_db.append(
-            session,
-            action="change.comment",
-            outcome="ok",
-            agent_id=actor.name,
-            details={"change": number, "comment": row.id, "patchset": row.patchset},
-        )
-        return {
-            "id": row.id,
-            "change": number,
-            "author": actor.name,
-            "patchset": row.patchset,
-            "body": row.body,
-            "created_at": row.created_at.isoformat(),
-        }
+
+
+def add_comment(session: Session, actor: Actor, number: int, body: str) -> dict[str, Any]:
+    """The comment and its audit entry, in the caller's transaction (after ``check_comment``;
+    hosted runs record their delivery in the same transaction)."""
+    change = store.get(session, number)
+    if change is None:
+        raise NotFound(f"no change {number}")
+    row = store.add_comment(session, change, author_id=actor.principal_id, body=body)
+    audit_db.append(
+        session,
+        action="change.comment",
+        outcome="ok",
+        agent_id=actor.name,
+        details={"change": number, "comment": row.id, "patchset": row.patchset},
+    )
+    return {
+        "id": row.id,
+        "change": number,
+        "author": actor.name,
+        "patchset": row.patchset,
+        "body": row.body,
+        "created_at": row.created_at.isoformat(),
+    }

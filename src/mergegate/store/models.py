@@ -448,3 +448,26 @@ class ApprovalRequestRow(Base):
     decided_by: Mapped[str | None] = mapped_column(String(128))
     decided_at: Mapped[datetime | None] = mapped_column()
     reason: Mapped[str | None] = mapped_column(Text)
+
+
+class AgentRunDeliveryRow(Base):
+    """An external effect of a hosted run that the gate carried out (revision 0004): a
+    comment posted, a change proposed.
+
+    Recorded in the transaction that makes the effect, unique per (run, call index,
+    digest of what the call asked for): a run that resumes from a state saved before the
+    effect finds the row and does not act twice.
+    """
+
+    __tablename__ = "agent_run_deliveries"
+    __table_args__ = (UniqueConstraint("run_id", "call_index", "digest", name="uq_agent_run_deliveries_call"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("agent_runs.id"), index=True)
+    call_index: Mapped[int] = mapped_column(Integer)
+    #: SHA-256 of the outbox item (its kind and arguments) as canonical JSON.
+    digest: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    #: What the delivery did, as JSON: the comment's id, the push event and commit, or why not.
+    outcome: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

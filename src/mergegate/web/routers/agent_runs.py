@@ -1,4 +1,5 @@
-"""Server-hosted agent runs: start one on a change (human maintainers and admins), read them."""
+"""Server-hosted agent runs: start one on a change (human maintainers and admins), read them
+(humans, and the agent principal a run acts as)."""
 
 from __future__ import annotations
 
@@ -71,9 +72,11 @@ def start_run(body: AgentRunIn, request: Request, actor: CurrentActor):
 
 @router.get("", response_model=list[AgentRunOut])
 def list_runs(request: Request, actor: CurrentActor, change: int | None = None, status: str | None = None):
-    return agent_runs.list_runs(request.app.state.server.db, change=change, status=status)
+    """Every run for a human; for an agent, only the runs that act as it."""
+    return agent_runs.list_runs(request.app.state.server.db, actor, change=change, status=status)
 
 
 @router.get("/{run_id}", response_model=AgentRunOut)
 def get_run(run_id: int, request: Request, actor: CurrentActor):
-    return agent_runs.get_run(request.app.state.server.db, run_id)
+    """A run with its calls' results: 403 (audited) for an agent the run does not act as."""
+    return agent_runs.get_run(request.app.state.server.db, actor, run_id)
