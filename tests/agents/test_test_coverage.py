@@ -438,6 +438,33 @@ def test_sandbox_none_says_its_tree_was_exported_afresh(repo):
     assert "work tree: a fresh export of the head tree (sandbox: none cannot mount an overlay)" in result.notes
 
 
+def test_without_overlay_support_the_tests_get_a_fresh_writable_export(repo, exports, monkeypatch, tmp_path):
+    from mergegate.runtime.sandbox import _probe_overlay
+
+    # A machine without util-linux's unshare: bubblewrap works, the overlay cannot be mounted.
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("git", "bwrap"):
+        (tools / tool).symlink_to(require_tool(tool))
+    monkeypatch.setenv("PATH", str(tools))
+    _probe_overlay.cache_clear()  # probed again, with this PATH (and again after the test)
+    repo.base(BASE)
+    writes = "from pathlib import Path\n\n\ndef test_w():\n    Path('x').write_text('1')\n"
+    repo.change({"tests/test_writes.py": writes})
+    try:
+        (result,) = repo.check([AGENT]).results
+    finally:
+        _probe_overlay.cache_clear()
+    assert result.status is AgentStatus.OK, result.detail
+    assert result.findings == ()
+    assert any("2 passed" in n for n in result.notes)
+    (note,) = [n for n in result.notes if n.startswith("work tree:")]
+    assert note == (
+        "work tree: a fresh export of the head tree (unshare and mount (util-linux) are needed to mount an overlay)"
+    )
+    assert not exports.exists()
+
+
 # -- pure helpers ---------------------------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from mergegate.runtime import export
 from mergegate.runtime.sandbox import BubblewrapSandbox, NoSandbox, SandboxMode, SandboxSpec, SandboxUnavailable
-from mergegate.runtime.worktree import head_work_tree
+from mergegate.runtime.worktree import _Handoff, head_work_tree
 from mergegate.vcs.git import GitRepo
 from tests.conftest import require_tool
 from tests.gitrepo import RepoBuilder
@@ -182,3 +182,17 @@ def test_a_failed_overlay_mount_is_a_sandbox_error_not_a_test_result(builder, tm
                 await run_in(sandbox, work, "print('ran')")
 
     asyncio.run(scenario())
+
+
+def test_a_slot_locked_for_a_check_that_was_cancelled_meanwhile_is_released(builder):
+    repo = GitRepo(builder.path)
+    head = repo.rev_parse("HEAD")
+    late = _Handoff()
+    late.abandon()  # cancelled before the thread finished taking the slot
+    assert late.run(lambda: export.acquire(repo, head)) is None
+    early = _Handoff()
+    assert early.run(lambda: export.acquire(repo, head)) is not None
+    early.abandon()  # cancelled after
+    held = export.acquire(repo, head)
+    assert held is not None and held.tree.parent.name == "slot-0"  # both times released, not leaked
+    held.release()

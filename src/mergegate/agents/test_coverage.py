@@ -218,7 +218,11 @@ class TestCoverage:
         layout = Layout.create(
             ctx.scratch, work.root, remap=sandbox.remaps_paths, overlay=work.overlay, measured=measured
         )
-        plan = await asyncio.to_thread(setup_plan, ctx.repo, ctx.change.merge_base, ctx.change.head, tests.setup)
+        plan = (
+            await asyncio.to_thread(setup_plan, ctx.repo, ctx.change.merge_base, ctx.change.head, tests.setup)
+            if tests.setup
+            else None
+        )
 
         async def export_base(dest: Path) -> None:
             await asyncio.to_thread(ctx.repo.export_tree, ctx.change.merge_base, dest)

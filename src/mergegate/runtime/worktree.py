@@ -67,31 +67,18 @@ async def head_work_tree(repo: GitRepo, commit: str, sandbox: Sandbox, scratch: 
 
 
 async def _export(repo: GitRepo, commit: str, sandbox: Sandbox) -> tuple[export.Export | None, str | None]:
-    """A locked persistent export at ``commit`` if the sandbox can overlay it, else why not.
-
-    The overlay probe (once per process: a sandbox run) and the export run side by side.
-    """
-    if not sandbox.remaps_paths:  # sandbox: none: no overlay, so nothing persistent either
-        return None, sandbox.overlay_problem()
-
+    """A locked persistent export at ``commit`` if the sandbox can overlay it, else why not."""
+    problem = await asyncio.to_thread(sandbox.overlay_problem)  # probed once per process: a sandbox run
+    if problem is not None:
+        return None, problem
     handoff = _Handoff()
-
-    async def take() -> export.Export | None:
-        return await asyncio.to_thread(handoff.run, lambda: export.acquire(repo, commit))
-
     try:
-        problem, held = await asyncio.gather(asyncio.to_thread(sandbox.overlay_problem), take(), return_exceptions=True)
+        held = await asyncio.to_thread(handoff.run, lambda: export.acquire(repo, commit))
+    except (export.ExportError, GitError, OSError) as exc:
+        return None, f"the persistent export failed: {exc}"
     except asyncio.CancelledError:
         handoff.abandon()  # the thread still runs: whatever it locks is released, not leaked
         raise
-    if isinstance(held, BaseException):
-        if not isinstance(held, export.ExportError | GitError | OSError):
-            raise held
-        return None, problem if isinstance(problem, str) else f"the persistent export failed: {held}"
-    if isinstance(problem, BaseException) or problem is not None:
-        if held is not None:
-            held.release()
-        return None, str(problem)
     if held is None:
         return None, f"all {export.MAX_SLOTS} persistent exports of this repository are in use"
     return held, None
