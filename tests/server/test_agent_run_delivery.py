@@ -154,18 +154,11 @@ def test_only_humans_and_the_runs_own_agent_read_its_results(server: GateServer,
 gate = test_crash.gate
 
 
-def test_a_comment_delivered_just_before_a_kill_9_is_not_posted_again(gate: GateServer, tmp_path, monkeypatch):
-    who, repo = _setup(gate, tmp_path)
-    n = _change(gate, tmp_path, who, repo)
-    calls = [
-        {"tool": "PostComment", "args": {"body": "posted once"}},
-        {"tool": "Read", "args": {"path": "app.py"}},
-    ]
-    run_id = _start(gate, who, n, calls)
+def _crash_after_delivery(gate: GateServer, who: dict, run_id: int, monkeypatch) -> None:
+    """Approve the run's pause on a server armed to kill itself right after it commits the
+    delivery (before the run records that the call ran), then start it again."""
     _wait_status(gate, run_id, "paused")
     token = gate.admin_token
-    # Restart with the crash point armed: the server kills itself right after it commits
-    # the delivery, before the run records that the call ran.
     gate.stop()
     monkeypatch.setenv(CRASH_ENV, DELIVERED)
     gate.start()
@@ -178,6 +171,25 @@ def test_a_comment_delivered_just_before_a_kill_9_is_not_posted_again(gate: Gate
     assert proc.returncode == -signal.SIGKILL
     gate.start()
     gate.admin_token = token
+
+
+def _ran(gate: GateServer, run_id: int, tool: str) -> int:
+    return sum(
+        1
+        for e in gate.audit("tool_result")
+        if e["details"].get("run_id") == f"agent-run-{run_id}" and e["details"].get("tool") == tool
+    )
+
+
+def test_a_comment_delivered_just_before_a_kill_9_is_not_posted_again(gate: GateServer, tmp_path, monkeypatch):
+    who, repo = _setup(gate, tmp_path)
+    n = _change(gate, tmp_path, who, repo)
+    calls = [
+        {"tool": "PostComment", "args": {"body": "posted once"}},
+        {"tool": "Read", "args": {"path": "app.py"}},
+    ]
+    run_id = _start(gate, who, n, calls)
+    _crash_after_delivery(gate, who, run_id, monkeypatch)
     assert [c["body"] for c in gate.change(n)["comments"]] == ["posted once"]
     # The run resumes from its saved state: the comment call runs again, and is not delivered again.
     run = _wait_status(gate, run_id, "done", "error", timeout=150)
@@ -187,11 +199,27 @@ def test_a_comment_delivered_just_before_a_kill_9_is_not_posted_again(gate: Gate
     assert [c["body"] for c in comments] == ["posted once"], "the comment was posted twice"
     [sent] = run["outbox"]
     assert sent["delivered"] is True and sent["comment"] == comments[0]["id"]
-    ran = [
-        e
-        for e in gate.audit("tool_result")
-        if e["details"].get("run_id") == f"agent-run-{run_id}" and e["details"].get("tool") == "PostComment"
-    ]
-    assert len(ran) == 2, "the call itself did run twice (once before the crash)"
+    assert _ran(gate, run_id, "PostComment") == 2, "the call itself did run twice (once before the crash)"
     posted = [e for e in gate.audit("change.comment") if e["details"]["change"] == n]
     assert len(posted) == 1
+
+
+def test_a_change_proposed_just_before_a_kill_9_is_not_opened_again(gate: GateServer, tmp_path, monkeypatch):
+    who, repo = _setup(gate, tmp_path)
+    n = _change(gate, tmp_path, who, repo)
+    calls = [
+        {"tool": "Write", "args": {"path": "app.py", "content": FIX}},
+        {"tool": "OpenChange", "args": {"title": "Fix add"}},
+    ]
+    run_id = _start(gate, who, n, calls)
+    _crash_after_delivery(gate, who, run_id, monkeypatch)
+    run = _wait_status(gate, run_id, "done", "error", timeout=150)
+    assert run["status"] == "done", run
+    assert _ran(gate, run_id, "OpenChange") == 2, "the call itself did run twice (once before the crash)"
+    [sent] = run["outbox"]
+    new = wait_for(lambda: _run(gate, run_id)["outbox"][0]["change"], 60, "the proposed change to open")
+    proposed = [c for c in gate.changes(repo) if c["author"] == who["agent"].name]
+    assert [c["number"] for c in proposed] == [new], "the change was proposed twice"
+    assert gate.change(new)["head_sha"] == sent["commit"]
+    pushed = [e for e in gate.audit("push.accepted") if e["details"].get("run") == run_id]
+    assert len(pushed) == 1
