@@ -233,25 +233,25 @@ def prune(root: Path | None = None, keep: int | None = None) -> list[Path]:
     except OSError:
         return []
     live: list[tuple[float, Path]] = []
-    gone: list[Path] = []
+    gone: list[tuple[float, Path]] = []
     for entry in entries:
         try:
             git_dir = json.loads((entry / REPO_INFO).read_text())["git_dir"]
             used = (entry / REPO_INFO).stat().st_mtime
         except (OSError, ValueError, KeyError, TypeError):
             if entry.name.startswith(".trash-"):
-                gone.append(entry)
+                gone.append((0.0, entry))
             continue  # being created, or not ours
-        if os.path.isdir(git_dir):
-            live.append((used, entry))
-        else:
-            gone.append(entry)
+        (live if os.path.isdir(git_dir) else gone).append((used, entry))
     removed = []
-    for entry in gone + [entry for _, entry in sorted(live, reverse=True)[keep:]]:
+    for used, entry in gone + sorted(live, reverse=True)[keep:]:
         locks = [] if entry.name.startswith(".trash-") else _lock_all(entry)
         if locks is None:
             continue  # in use
         try:
+            # A check touches repo.json before it locks a slot: if one just did, keep it.
+            if locks and _last_use(entry) != used:
+                continue
             trash = root / f".trash-{uuid.uuid4().hex[:8]}"
             os.rename(entry, trash)  # still locked: nobody is using it while it moves
         except OSError:
@@ -262,6 +262,13 @@ def prune(root: Path | None = None, keep: int | None = None) -> list[Path]:
         shutil.rmtree(trash, ignore_errors=True)
         removed.append(entry)
     return removed
+
+
+def _last_use(repo_dir: Path) -> float | None:
+    try:
+        return (repo_dir / REPO_INFO).stat().st_mtime
+    except OSError:
+        return None
 
 
 def _lock_all(repo_dir: Path) -> list[int] | None:
