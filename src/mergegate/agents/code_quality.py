@@ -329,7 +329,8 @@ def _ruff_args(config: Path | None, opts: Options) -> list[str]:
 
 
 async def _ruff(args: list[str], cwd: Path) -> tuple[int, str, str, bool]:
-    result = await run_process([sys.executable, "-m", "ruff", *args], cwd=cwd, max_output=MAX_OUTPUT)
+    # Low priority like every analyser (see ``common.run_python_tool``).
+    result = await run_process([sys.executable, "-m", "ruff", *args], cwd=cwd, max_output=MAX_OUTPUT, low_priority=True)
     if result.timed_out:
         raise TimeoutError("ruff did not finish")
     return result.returncode, result.stdout, result.stderr, result.truncated

@@ -22,8 +22,11 @@ async def run_python_tool(module: str, args: Sequence[str], cwd: Path, ok_codes:
 
     These analysers only *read* code, they never execute it, so they run outside the
     sandbox; the files they read are the snapshot of the change, not a live checkout.
+    They are never a check's critical path (the tests are), so they run at low CPU
+    priority (``run_process(low_priority=True)``): with few cores they fill the time the
+    sandboxed tests leave idle instead of delaying them.
     """
-    result = await run_process([sys.executable, "-m", module, *args], cwd=cwd)
+    result = await run_process([sys.executable, "-m", module, *args], cwd=cwd, low_priority=True)
     if result.returncode not in ok_codes:
         tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
         raise ToolFailed(f"{module} exited {result.returncode}: {' '.join(tail)[:500]}")

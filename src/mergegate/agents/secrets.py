@@ -16,7 +16,8 @@ keys next to a keyword are still caught by its keyword plugin).
 The value never leaves this module: findings carry a masked preview (at most four
 leading characters, never more than a fifth of the value) and a SHA-256 prefix; the
 fingerprint is built from the hash. Failures are reported without exception text, which
-could quote the line.
+could quote the line. The scan runs in a child process of this module at low CPU
+priority (see ``scan_in_child``), which answers with hashes and masked previews only.
 
 Not secrets: placeholders (``xxx``, ``changeme``, ``<your-key>``, ``${VAR}``, the AWS
 documentation key …), values equal to the user name in a URL (``postgres:postgres``),
@@ -30,10 +31,11 @@ listed in the notes.
 
 from __future__ import annotations
 
-import asyncio
+import json
 import re
+import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -44,6 +46,7 @@ from mergegate.core.change import ChangedFile
 from mergegate.core.finding import Category, Finding, make_fingerprint
 from mergegate.core.secret_patterns import Hit, is_placeholder, mask, pattern_hits, private_key_hits, sha256, url_user
 from mergegate.core.severity import Severity
+from mergegate.runtime.process import run_process
 
 NAME = "secrets"
 CWE = "CWE-798"
@@ -142,11 +145,10 @@ class FileScan:
     full_scan: bool
 
 
-def scan_file_text(path: str, file: Path, changed: ChangedFile, opts: Options) -> FileScan:
+def scan_file_text(path: str, file: Path, added: frozenset[int], opts: Options) -> FileScan:
     """Everything the agent knows about one file, values included (they stay in here)."""
     text = file.read_text("utf-8", "replace")
     lines = text.splitlines()
-    added = changed.added_lines
     ours = private_key_hits(path, lines, added)
     for n in sorted(added):
         if 0 < n <= len(lines):
@@ -170,14 +172,104 @@ class SecretsScanFailed(RuntimeError):
     """Scanning a file failed; the message names the file and error type only, never content."""
 
 
-def scan_all(head_dir: Path, files: list[ChangedFile], opts: Options) -> dict[str, FileScan]:
+def scan_all(head_dir: Path, added: dict[str, frozenset[int]], opts: Options) -> dict[str, FileScan]:
+    """Scan each file (path -> its added lines) under ``head_dir``."""
     out = {}
-    for f in files:
+    for path, lines in added.items():
         try:
-            out[f.path] = scan_file_text(f.path, head_dir / f.path, f, opts)
+            out[path] = scan_file_text(path, head_dir / path, lines, opts)
         except Exception as exc:  # the message could quote the line: keep only its type
-            raise SecretsScanFailed(f"could not scan {f.path}: {type(exc).__name__}") from None
+            raise SecretsScanFailed(f"could not scan {path}: {type(exc).__name__}") from None
     return out
+
+
+# -- the scan runs in a child process ------------------------------------------------------
+#
+# detect-secrets is pure-Python CPU work (import included, a few tenths of a second). In a
+# thread of the check's process it would hold the GIL against every other agent's Python
+# work, the test agent's sandbox and git steps included, which then wait for it. In a
+# child process at low priority (like bandit and ruff) it only uses CPU time the check
+# leaves idle. The child gets the file list on stdin and answers on stdout with what the
+# findings need: the hash and the masked preview of each value, never the value.
+
+_WORKER = "from mergegate.agents.secrets import worker_main; worker_main()"
+
+
+@dataclass(frozen=True)
+class Reported:
+    """A hit as it leaves the scan: its value blanked, replaced by its SHA-256 and masked preview."""
+
+    hit: Hit
+    digest: str
+    masked: str
+
+    @classmethod
+    def of(cls, h: Hit) -> Reported:
+        return cls(replace(h, value=""), sha256(h.value), mask(h.value))
+
+    def as_json(self) -> dict[str, object]:
+        hit = {k: v for k, v in asdict(self.hit).items() if k != "value"}
+        return {"hit": {**hit, "severity": self.hit.severity.value}, "digest": self.digest, "masked": self.masked}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Reported:
+        hit = Hit(**{**data["hit"], "severity": Severity(data["hit"]["severity"]), "value": ""})
+        return cls(hit, data["digest"], data["masked"])
+
+
+def _report(scans: dict[str, FileScan]) -> dict[str, object]:
+    files = {}
+    for path, scan in scans.items():
+        files[path] = {
+            "hits": [Reported.of(h).as_json() for h in scan.hits],
+            "inline_allowed": scan.inline_allowed,
+            "full_scan": scan.full_scan,
+        }
+    return {"files": files}
+
+
+def worker_main() -> None:
+    """The child's side: a JSON request on stdin, a JSON report on stdout (exit 0 either way)."""
+    request = json.load(sys.stdin)
+    try:
+        opts = Options.model_validate(request["options"])
+        added = {path: frozenset(lines) for path, lines in request["files"].items()}
+        answer = _report(scan_all(Path(request["head_dir"]), added, opts))
+    except SecretsScanFailed as exc:
+        answer = {"error": str(exc)}
+    json.dump(answer, sys.stdout)
+
+
+@dataclass
+class ScanReport:
+    hits: list[Reported]
+    inline_allowed: list[str]
+    partial: list[str]
+
+
+async def scan_in_child(head_dir: Path, files: list[ChangedFile], opts: Options) -> ScanReport:
+    request = {
+        "head_dir": str(head_dir),
+        "files": {f.path: sorted(f.added_lines) for f in files},
+        "options": opts.model_dump(mode="json"),
+    }
+    result = await run_process(
+        [sys.executable, "-I", "-c", _WORKER], stdin=json.dumps(request).encode(), low_priority=True
+    )
+    try:
+        answer = json.loads(result.stdout) if result.returncode == 0 else {}
+    except ValueError:
+        answer = {}
+    if "files" not in answer:
+        # Never the child's output: a traceback could quote the line being scanned.
+        raise SecretsScanFailed(answer.get("error") or f"the secrets scan exited with status {result.returncode}")
+    report = ScanReport([], [], [])
+    for path, scan in answer["files"].items():
+        report.inline_allowed += [f"{path}:{n}" for n in scan["inline_allowed"]]
+        if not scan["full_scan"]:
+            report.partial.append(path)
+        report.hits += [Reported.from_json(h) for h in scan["hits"]]
+    return report
 
 
 class Secrets:
@@ -191,30 +283,27 @@ class Secrets:
         if not files:
             raise AgentSkipped("no added lines in text files")
         opts: Options = ctx.options  # type: ignore[assignment]
-        scans = await asyncio.to_thread(scan_all, ctx.head_dir, files, opts)
-        findings, allowlisted, inline, partial = [], 0, [], []
-        for path, scan in scans.items():
-            inline += [f"{path}:{n}" for n in scan.inline_allowed]
-            if not scan.full_scan:
-                partial.append(path)
-            for h in scan.hits:
-                digest = sha256(h.value)
-                if any(digest.startswith(a) for a in opts.allow):
-                    allowlisted += 1
-                    continue
-                findings.append(self._finding(h, digest))
+        scan = await scan_in_child(ctx.head_dir, files, opts)
+        findings, allowlisted = [], 0
+        for h in scan.hits:
+            if any(h.digest.startswith(a) for a in opts.allow):
+                allowlisted += 1
+                continue
+            findings.append(self._finding(h))
         lines = sum(len(f.added_lines) for f in files)
         notes = [f"scanned {lines} added line(s) in {len(files)} file(s)"]
         if allowlisted:
             notes.append(f"{allowlisted} value(s) allowlisted by hash in the base policy")
-        if inline:
-            notes.append(f"allowlisted inline by 'pragma: allowlist secret' in this change: {', '.join(inline)}")
-        if partial:
-            notes.append(f"too large for detect-secrets, own patterns only: {', '.join(partial)}")
-        return AgentOutput(findings=findings, confidence=0.9 if partial else 1.0, notes=notes)
+        if scan.inline_allowed:
+            notes.append(
+                f"allowlisted inline by 'pragma: allowlist secret' in this change: {', '.join(scan.inline_allowed)}"
+            )
+        if scan.partial:
+            notes.append(f"too large for detect-secrets, own patterns only: {', '.join(scan.partial)}")
+        return AgentOutput(findings=findings, confidence=0.9 if scan.partial else 1.0, notes=notes)
 
-    def _finding(self, h: Hit, digest: str) -> Finding:
-        masked = mask(h.value)
+    def _finding(self, reported: Reported) -> Finding:
+        h, masked, digest = reported.hit, reported.masked, reported.digest
         short = digest[:HASH_PREFIX]
         return Finding(
             agent=self.name,

@@ -3,6 +3,15 @@
 The child gets its own session, so on timeout or cancellation the whole process group
 is killed, not just the direct child. (Inside the sandbox, bubblewrap's PID namespace
 takes the rest of the tree down with it.)
+
+``low_priority`` is for work that is never a check's critical path (static analysers
+of the changed files, seconds at most): it runs at ``nice`` ``LOW_PRIORITY_NICE``, so
+on a busy machine the steps the check waits for (the sandboxed tests, git) get the CPU
+first, and the analysers fill the time those leave idle; on an idle machine it costs
+nothing. Such a child gets its own process group (killed the same way) but stays in
+the caller's session: Linux's scheduler groups tasks by session ("autogroup"), and a
+nice value only ranks a task within its group, so a child in a session of its own
+would still take an equal share of the CPU whatever its nice value.
 """
 
 from __future__ import annotations
@@ -10,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import time
 from collections.abc import Mapping, Sequence
@@ -17,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_MAX_OUTPUT = 4 * 1024 * 1024
+#: The nice value of ``low_priority`` children (weight ~1/10 of a normal task's).
+LOW_PRIORITY_NICE = 10
 
 
 @dataclass(frozen=True)
@@ -92,17 +104,22 @@ async def run_process(
     timeout: float | None = None,
     stdin: bytes | None = None,
     max_output: int = DEFAULT_MAX_OUTPUT,
+    low_priority: bool = False,
 ) -> ProcessResult:
     """Run ``argv``; on timeout return a result with ``timed_out=True`` (never raises it)."""
     started = time.monotonic()
+    nice = shutil.which("nice") if low_priority else None
+    # See the module docstring: a group of its own, but not a session of its own.
+    group: dict[str, object] = {"process_group": 0} if low_priority else {"start_new_session": True}
     proc = await asyncio.create_subprocess_exec(
+        *([nice, "-n", str(LOW_PRIORITY_NICE)] if nice else []),
         *argv,
         cwd=str(cwd) if cwd else None,
         env=dict(env) if env is not None else None,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
+        **group,  # type: ignore[arg-type]
     )
     assert proc.stdout is not None and proc.stderr is not None
 
