@@ -344,14 +344,16 @@ def render(
     hook_s: float,
     verdict_timeout: float,
     errors: dict[str, dict[str, int]],
+    at: str,
+    commit: str,
 ) -> str:
     cpus = os.cpu_count() or 1
     peak = max([*load, *(lv.load for lv in levels.values())])
     lines = [
-        f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC · one run per level · {cpus} CPUs · "
+        f"Run {at} UTC · one run per level · {cpus} CPUs · "
         f"Python {platform.python_version()} · {platform.system()} {platform.release()} · "
         f"git {subprocess.run(['git', '--version'], capture_output=True, text=True).stdout.split()[-1]} · "
-        f"mergegate {_commit()} · 1-min load average {load[0]:.2f} before, {load[1]:.2f} after, "
+        f"mergegate {commit} · 1-min load average {load[0]:.2f} before, {load[1]:.2f} after, "
         f"{peak:.2f} at the highest",
         "",
     ]
@@ -455,7 +457,7 @@ def main() -> None:
         meta = saved.pop("meta")
         levels = {(lv["backend"], lv["n"]): Level(**lv) for lv in saved.values()}
         args_ = (meta["ns"], meta["clients"], tuple(meta["load"]), meta["hook_s"], meta["timeout"], meta["errors"])
-        table = render(levels, *args_)
+        table = render(levels, *args_, meta.get("at", "(time not saved)"), meta.get("commit", "(not saved)"))
         print(table)
         if args.write:
             write_doc(table)
@@ -482,9 +484,18 @@ def main() -> None:
         errors = {b: server_errors(benches[b].server) for b in BACKENDS}
     print(f"measured in {time.monotonic() - started:.0f} s", file=sys.stderr)
     load = (load_before, os.getloadavg()[0])
-    table = render(levels, ns, args.clients, load, hook_s, args.verdict_timeout, errors)
+    at, commit = f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}", _commit()  # what was measured, kept for --render
+    table = render(levels, ns, args.clients, load, hook_s, args.verdict_timeout, errors, at, commit)
     LAST_RUN.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"ns": ns, "clients": args.clients, "load": load, "hook_s": hook_s, "timeout": args.verdict_timeout}
+    meta = {
+        "ns": ns,
+        "clients": args.clients,
+        "load": load,
+        "hook_s": hook_s,
+        "timeout": args.verdict_timeout,
+        "at": at,
+        "commit": commit,
+    }
     saved = {f"{b}-{n}": vars(lv) for (b, n), lv in levels.items()}
     LAST_RUN.write_text(json.dumps({**saved, "meta": {**meta, "errors": errors}}, indent=1))
     print(table)
