@@ -10,17 +10,21 @@ connection), never by replacing our own code.
   whose every result is refused is parked as ``failed`` and audited, its run still
   ``pending`` (which blocks the merge);
 - an event whose transaction fails after its handler succeeded counts an attempt and
-  backs off, instead of being retried at once forever ahead of every later event.
+  backs off, instead of being retried at once forever ahead of every later event;
+- a hosted agent run whose transactions the database refuses is given back at once (not
+  left leased), continues once they are accepted, and is parked (audited) after
+  ``MAX_ATTEMPTS`` claims if they never are.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,15 +35,18 @@ from mergegate.core.principals import PrincipalKind, Role
 from mergegate.forge.local import hooks
 from mergegate.forge.local.refrules import RefUpdate
 from mergegate.forge.local.repos import Forge
-from mergegate.service import checks
+from mergegate.service import agent_runs, checks, leased
+from mergegate.service.agent_runs import AgentRunWorker
+from mergegate.service.authz import Actor
 from mergegate.service.checks import CHECK_KIND, CheckWorker
 from mergegate.service.events import Dispatcher, HandlerContext, handles
+from mergegate.service.leased import LeasedWorker
 from mergegate.store import audit_db, events, migrate
 from mergegate.store import db as db_module
 from mergegate.store import principals as principal_store
 from mergegate.store import repos as repo_store
 from mergegate.store.db import Database
-from mergegate.store.models import CheckRunRow, EventRow
+from mergegate.store.models import AgentRunRow, CheckRunRow, EventRow
 from tests.server.conftest import fresh_database
 
 #: Only the two cheap agents: the checks here are about the worker, not the analysers.
@@ -94,16 +101,24 @@ def forge(db: Database, tmp_path_factory) -> Forge:
     root = tmp_path_factory.mktemp("forge")
     hooks.install(root / "hooks")
     forge = Forge(root / "repos", root / "hooks")
-    forge.create(REPO)
-    bare = forge.path(REPO)
-    main = _commit(bare, "refs/heads/main", {".mergegate.yml": POLICY}, "policy", root / "index")
+    _repo(db, forge, REPO, POLICY, root)
+    with db.write() as session:
+        _principal(session, "pusher", PrincipalKind.AGENT, Role.CONTRIBUTOR)
+    return forge
+
+
+def _repo(db: Database, forge: Forge, name: str, policy: str, root: Path) -> None:
+    """A repository whose main holds ``policy``, known to the gate."""
+    forge.create(name)
+    bare = forge.path(name)
+    main = _commit(bare, "refs/heads/main", {".mergegate.yml": policy}, "policy", root / "index")
     _git("update-ref", "refs/heads/main", main, git_dir=bare)
     with db.write() as session:
-        repo_store.create(session, name=REPO, default_branch="main", created_by="test")
-        principal_store.create(
-            session, name="pusher", kind=PrincipalKind.AGENT, role=Role.CONTRIBUTOR, email=None, created_by=None
-        )
-    return forge
+        repo_store.create(session, name=name, default_branch="main", created_by="test")
+
+
+def _principal(session, name: str, kind: PrincipalKind, role: Role):
+    return principal_store.create(session, name=name, kind=kind, role=role, email=None, created_by=None)
 
 
 @pytest.fixture
@@ -111,14 +126,16 @@ def context(forge: Forge) -> HandlerContext:
     return HandlerContext(forge, "http://gate")
 
 
-def _open_change(db: Database, forge: Forge, context: HandlerContext, branch: str, tmp_path: Path) -> list[int]:
+def _open_change(
+    db: Database, forge: Forge, context: HandlerContext, branch: str, tmp_path: Path, repo: str = REPO
+) -> list[int]:
     """Push ``branch`` (one new file) through the real push handler; the runs it queued."""
-    bare = forge.path(REPO)
+    bare = forge.path(repo)
     sha = _commit(bare, "refs/heads/main", {f"{branch}.py": "VALUE = 1\n"}, branch, tmp_path / "index")
     _git("update-ref", f"refs/heads/{branch}", sha, git_dir=bare)
     update = {"ref": f"refs/heads/{branch}", "old": "0" * 40, "new": sha}
     with db.write() as session:
-        event_id = events.enqueue(session, "push", {"repo": REPO, "pusher": "pusher", "updates": [update]}).id
+        event_id = events.enqueue(session, "push", {"repo": repo, "pusher": "pusher", "updates": [update]}).id
     Dispatcher(db, context).drain()
     with db.read() as session:
         push = events.get(session, event_id)
@@ -191,9 +208,14 @@ def _completed(db: Database, run_id: int) -> list[dict]:
 
 
 def _process_until_recorded(worker: CheckWorker, db: Database, run_id: int, timeout: float = 60) -> None:
+    _process_until_settled(worker, lambda: _state(db, run_id)[1], timeout)
+
+
+def _process_until_settled(worker: LeasedWorker, event: Callable[[], EventRow], timeout: float = 60) -> None:
+    """Let ``worker`` process events until ``event()`` is no longer pending."""
     deadline = time.monotonic() + timeout
-    while _state(db, run_id)[1].status == "pending":
-        assert time.monotonic() < deadline, _state(db, run_id)[1].last_error
+    while event().status == "pending":
+        assert time.monotonic() < deadline, event().last_error
         if not worker.process_one():
             time.sleep(0.05)
 
@@ -480,3 +502,90 @@ def test_a_push_waits_out_a_write_lock_held_past_the_busy_timeout(db, forge, con
             a for a in audit_db.recent(session, action="push.accepted") if a["details"]["updates"][0]["new"] == sha
         ]
     assert len(opened) == 1 and len(accepted) == 1
+
+
+# -- hosted agent runs: leased the same way ---------------------------------------------------
+
+RUNS_REPO = "runs"
+RUNS_POLICY = POLICY + '  reader:\n    tools: "Read"\n    sandbox: read-only\n'
+
+
+@pytest.fixture(scope="module")
+def runs(db: Database, forge: Forge, tmp_path_factory) -> tuple[Actor, Path]:
+    """A repository whose base policy declares the ``reader`` agent; a maintainer to start
+    runs, the agent principal they act as, and the data directory of their workspaces."""
+    root = tmp_path_factory.mktemp("runs")
+    _repo(db, forge, RUNS_REPO, RUNS_POLICY, root)
+    with db.write() as session:
+        _principal(session, "reader", PrincipalKind.AGENT, Role.CONTRIBUTOR)
+        maintainer = _principal(session, "maint", PrincipalKind.HUMAN, Role.MAINTAINER)
+        actor = Actor.of(maintainer)
+    return actor, root / "data"
+
+
+@pytest.fixture
+def fast_leases(monkeypatch) -> None:
+    monkeypatch.setattr(leased, "RECORD_BACKOFF_S", 0.01)
+    monkeypatch.setattr(leased, "RELEASE_BACKOFF_S", 0.01)
+
+
+def _start_run(db, forge, context, runs, branch: str, tmp_path: Path) -> int:
+    actor, data_dir = runs
+    check_runs = _open_change(db, forge, context, branch, tmp_path, repo=RUNS_REPO)
+    with db.read() as session:
+        change = session.get(CheckRunRow, check_runs[0]).change_id
+    calls = [{"tool": "Read", "args": {"path": f"{branch}.py"}}]
+    started = agent_runs.start(
+        db, forge, data_dir, 3600, actor, agent_runs.StartRequest(change=change, agent="reader", calls=calls)
+    )
+    return started["id"]
+
+
+def _run_state(db: Database, run_id: int) -> tuple[AgentRunRow, EventRow]:
+    with db.read() as session:
+        run = session.get(AgentRunRow, run_id)
+        return run, session.get(EventRow, run.event_id)
+
+
+def _advance_until_done(worker: AgentRunWorker, db: Database, run_id: int) -> None:
+    _process_until_settled(worker, lambda: _run_state(db, run_id)[1])
+
+
+def test_an_agent_run_whose_transactions_are_refused_is_given_back_and_continues(
+    db, forge, context, runs, tmp_path, fast_leases
+):
+    run_id = _start_run(db, forge, context, runs, "run-refused-once", tmp_path)
+    worker = AgentRunWorker(db, forge, runs[1])
+    trigger = f"refuse_run_moves_{db.dialect}"
+    # Neither progress ("running") nor any outcome, the fail-closed "error" included.
+    _refuse(db, trigger, "agent_runs", "NEW.status <> OLD.status", "runs cannot move")
+    try:
+        assert worker.process_one() is True
+    finally:
+        _allow(db, trigger, "agent_runs")
+    run, event = _run_state(db, run_id)
+    # Given back at once (due again within seconds, not LEASE_S), the run untouched.
+    assert (run.status, event.status, event.attempts) == ("queued", "pending", 1)
+    assert "runs cannot move" in event.last_error
+    assert _aware(event.available_at) - datetime.now(UTC) < timedelta(seconds=1)
+    _advance_until_done(worker, db, run_id)
+    run, event = _run_state(db, run_id)
+    assert (run.status, event.status, event.attempts) == ("done", "done", 2), run.reason
+    assert [r["status"] for r in json.loads(run.state)["results"]] == ["allowed"]
+
+
+def test_an_agent_run_that_can_never_be_stored_is_parked_and_audited(db, forge, context, runs, tmp_path, fast_leases):
+    run_id = _start_run(db, forge, context, runs, "run-never", tmp_path)
+    worker = AgentRunWorker(db, forge, runs[1])
+    trigger = f"refuse_run_never_{db.dialect}"
+    _refuse(db, trigger, "agent_runs", "NEW.status <> OLD.status", "runs never move")
+    try:
+        _advance_until_done(worker, db, run_id)
+    finally:
+        _allow(db, trigger, "agent_runs")
+    run, event = _run_state(db, run_id)
+    assert (run.status, event.status, event.attempts) == ("queued", "failed", leased.MAX_ATTEMPTS + 1)
+    assert "runs never move" in event.last_error
+    with db.read() as session:
+        [parked] = [a for a in audit_db.recent(session, action="event.failed") if a["details"]["event"] == event.id]
+    assert parked["details"]["kind"] == agent_runs.RUN_KIND

@@ -14,8 +14,12 @@ files it left (it is removed when the run ends). Every call goes through ``ToolR
 and the database audit chain as its log.
 
 ``AgentRunWorker`` advances runs from ``agent_run`` events of the durable inbox, leased
-like checks (a run is too long for one transaction): claim and lease, run outside any
-transaction, finish. A call that needs approval persists the run's state and marks it
+like checks (``service.leased``: a run is too long for one transaction): claim and lease,
+run outside any transaction, finish. A run that raises ends in ``error``; when its
+outcome cannot be stored (or a run's own progress or finish transaction fails and even
+its ``error`` cannot be), the event is given back at once and the run continues from its
+last saved state; a run claimed more than ``leased.MAX_ATTEMPTS`` times ends in ``error`` (fail
+closed). A call that needs approval persists the run's state and marks it
 ``paused``; the event is done. A decision (or an expiry) enqueues a new event and the
 run continues from its state: the scripted position, or the pydantic-ai conversation
 with the paused calls resumed through pydantic-ai's deferred tools. Turns, tokens and
@@ -42,10 +46,6 @@ import os
 import re
 import shutil
 import subprocess
-import threading
-import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -65,7 +65,8 @@ from mergegate.runtime.workspace import Workspace
 from mergegate.service import approvals, run_delivery
 from mergegate.service.authz import Actor, refuse
 from mergegate.service.errors import Conflict, Invalid, NotFound
-from mergegate.service.events import Worker
+from mergegate.service.events import describe
+from mergegate.service.leased import LEASE_S, Claimed, LeasedWorker
 from mergegate.service.policy_source import load_policy
 from mergegate.service.runtime_agents import UnknownAgent, build_runner, find_agent
 from mergegate.store import audit_db, principals
@@ -78,10 +79,6 @@ log = logging.getLogger("mergegate.agent_runs")
 
 RUN_KIND = approvals.RUN_KIND
 END_STATES = ("done", "error", "skipped", "budget_exceeded", "refused")
-#: How long a claimed run stays out of other workers' reach unless renewed (every third).
-LEASE_S = 60.0
-#: A run whose event was claimed this many times without finishing ends in error.
-MAX_ATTEMPTS = 3
 MAX_CALLS = 1000
 MAX_PROMPT = 65_536
 #: An approval request waits this long for a human unless the server or the run says otherwise.
@@ -398,21 +395,24 @@ class HostedRunner(ToolRunner):
 
 def _finish(db: Database, run_id: int, status: str, reason: str, **updates: Any) -> None:
     with db.write() as session:
-        row = session.get(AgentRunRow, run_id)
-        _apply(row, status=status, reason=reason[:4000], **updates)
-        if status == "paused" and not approvals.pending_of_run(session, run_id):
-            # Every paused call was decided while the run was still saving: go on at once.
-            approvals.resume(session, row)
-        if status in END_STATES:
-            row.finished_at = utcnow()
-        audit_db.append(
-            session,
-            action="agent_run.finished" if status in END_STATES else f"agent_run.{status}",
-            outcome=status,
-            agent_id=f"agent:{row.agent}",
-            policy_applied=row.policy_applied,
-            details={"run": row.id, "change": row.change_id, "reason": row.reason, "cost_usd": row.cost_usd},
-        )
+        _finish_in(session, session.get(AgentRunRow, run_id), status, reason, **updates)
+
+
+def _finish_in(session: Session, row: AgentRunRow, status: str, reason: str, **updates: Any) -> None:
+    _apply(row, status=status, reason=reason[:4000], **updates)
+    if status == "paused" and not approvals.pending_of_run(session, row.id):
+        # Every paused call was decided while the run was still saving: go on at once.
+        approvals.resume(session, row)
+    if status in END_STATES:
+        row.finished_at = utcnow()
+    audit_db.append(
+        session,
+        action="agent_run.finished" if status in END_STATES else f"agent_run.{status}",
+        outcome=status,
+        agent_id=f"agent:{row.agent}",
+        policy_applied=row.policy_applied,
+        details={"run": row.id, "change": row.change_id, "reason": row.reason, "cost_usd": row.cost_usd},
+    )
 
 
 def _apply(row: AgentRunRow, **updates: Any) -> None:
@@ -445,80 +445,60 @@ class _Job:
     state: dict[str, Any]
 
 
-@contextmanager
-def _lease_kept(db: Database, event_id: int, attempts: int, lease_s: float) -> Iterator[None]:
-    """Renew the run's lease every ``lease_s / 3`` while it runs: a live run keeps it, a
-    dead server's run is claimed again within ``lease_s`` (on PostgreSQL, where a start
-    does not take leases back)."""
-    done = threading.Event()
-
-    def renew() -> None:
-        while not done.wait(lease_s / 3):
-            try:
-                with db.write() as session:
-                    if not event_store.renew(session, event_id, attempts, lease_s):
-                        return
-            except Exception as exc:  # the next tick tries again; the lease has time left
-                log.warning("agent run event %s: renewing its lease failed: %s", event_id, exc)
-
-    renewer = threading.Thread(target=renew, name=f"mergegate-run-lease-{event_id}", daemon=True)
-    renewer.start()
-    try:
-        yield
-    finally:
-        done.set()
-        renewer.join()
+@dataclass(frozen=True)
+class _Outcome:
+    summary: str
+    #: Set when the run must end in error (it raised, or it failed too often): why.
+    error: str | None = None
 
 
-class AgentRunWorker(Worker):
-    """A background thread (``service.events.Worker``) that expires overdue approvals and
+class AgentRunWorker(LeasedWorker[_Outcome]):
+    """A background thread (``service.leased``) that expires overdue approvals and
     advances queued runs, one at a time."""
 
+    kind = RUN_KIND
+    noun = "agent run"
+
     def __init__(self, db: Database, forge: Any, data_dir: Path, *, poll_s: float = 0.2, lease_s: float = LEASE_S):
-        super().__init__(self, poll_s)  # the worker loop calls our process_one
-        self.db = db
+        super().__init__(db, log, workers=1, poll_s=poll_s, lease_s=lease_s)
         self.forge = forge
         self.data_dir = data_dir
-        self.lease_s = lease_s
 
-    def start(self) -> None:
-        if self.db.is_sqlite:  # one server per file: its leases were the previous start's
-            with self.db.write() as session:
-                released = event_store.release_leases(session, (RUN_KIND,))
-            if released:
-                log.warning("resuming %d agent run(s) left running by the previous start", released)
-        super().start()
-
-    def process_one(self) -> bool:
+    def before_claim(self) -> None:
         approvals.expire_due(self.db)
-        with self.db.read() as session:
-            if not event_store.due(session, RUN_KIND):
-                return False
-        with self.db.write() as session:
-            event = event_store.claim(session, kinds=(RUN_KIND,))
-            if event is None:
-                return False
-            event_store.lease(session, event, self.lease_s)
-            event_id, run_id, attempts = event.id, event_store.payload(event)["run"], event.attempts
+
+    def work(self, claimed: Claimed) -> _Outcome:
+        run_id = claimed.payload["run"]
+        if claimed.attempts > self.limits().max_attempts:  # it keeps failing: stop (fail closed)
+            last = f"; last: {claimed.last_error}" if claimed.last_error else ""
+            why = (
+                f"the run was started {claimed.attempts - 1} times without finishing (its worker stopped, "
+                f"or storing its outcome failed{last})"
+            )
+            return _Outcome(f"error: {why}"[:2000], why)
         try:
-            if attempts > MAX_ATTEMPTS:  # it keeps taking the server down with it: stop (fail closed)
-                outcome = f"error: the run stopped its worker {attempts - 1} times without finishing"
-                _finish(self.db, run_id, "error", outcome)
-            else:
-                with _lease_kept(self.db, event_id, attempts, self.lease_s):
-                    outcome = self.advance(run_id)
+            return _Outcome(self.advance(run_id))
         except Exception as exc:  # fail closed: the run ends in error, and says why
             log.warning("agent run %s failed: %s", run_id, exc)
-            outcome = "error: " + "".join(traceback.format_exception_only(exc)).strip()
-            _finish(self.db, run_id, "error", outcome)
+            return _Outcome(f"error: {describe(exc)}"[:2000], describe(exc))
+
+    def record(self, claimed: Claimed, outcome: _Outcome) -> None:
+        run_id = claimed.payload["run"]
         with self.db.write() as session:
-            event = event_store.lock(session, event_id)
-            if event is not None and event.status == "pending":
-                event_store.finish(session, event, {"run": run_id, "outcome": outcome[:2000]}, count_attempt=False)
+            event = event_store.lock(session, claimed.event_id)
+            if event is None or event.status != "pending":
+                return  # another worker finished it after our lease ran out
+            row = session.get(AgentRunRow, run_id, with_for_update=True)
+            if outcome.error is not None and row is not None and row.status not in END_STATES:
+                _finish_in(session, row, "error", f"error: {outcome.error}")
+            event_store.finish(session, event, {"run": run_id, "outcome": outcome.summary}, count_attempt=False)
+
+    def recorded(self, claimed: Claimed) -> None:
+        run_id = claimed.payload["run"]
+        with self.db.read() as session:
             ended = (run := session.get(AgentRunRow, run_id)) is not None and run.status in END_STATES
         if ended:  # the workspace lives as long as the run
             shutil.rmtree(workspace_dir(self.data_dir, run_id).parent, ignore_errors=True)
-        return True
 
     def _take(self, run_id: int) -> _Job | None:
         """Mark the run running and load what it needs; None when there is nothing to do."""

@@ -8,24 +8,16 @@ transaction; the push handler itself never runs a check (post-receive waits for 
 ``CheckWorker`` runs them in a small pool of threads, apart from the event dispatcher,
 so a slow check never holds up pushes, reviews or merges. A check is too long to run
 inside a database transaction (on SQLite that would hold the write lock for its whole
-run), so a check event is *leased* instead of handled in its claiming transaction:
-
-1. claim it and push its ``available_at`` past the lease, in one short transaction;
-2. run ``service.check.run_check`` on the exact commit, outside any transaction, while
-   a helper thread renews the lease every ``LEASE_S / 3``;
-3. store the result, audit it and mark the event done, in one short transaction.
-
-Step 3 is retried with back-off (a lock timeout, a serialization failure, a lost
-connection); if it still fails, or anything else goes wrong between claim and result,
-the worker gives the lease back at once, so another worker runs the check again within
-seconds. A live worker's lease never runs out, however long its check; a dead server's
-does within ``LEASE_S``, and its check runs again. On SQLite (one server per database
-file) a start also releases every lease at once: they were its previous run's. On
-PostgreSQL, where several servers may share the database and leases have no owner, a
-start leaves them to run out, so it never takes a live peer's check. Fail closed: a check
-that raises is ``error``; a check claimed ``MAX_ATTEMPTS`` times without a recorded
-result is ``error``; and if even that result cannot be stored, the event is parked as
-``failed`` (audited) and the run stays ``pending``, which blocks the merge.
+run), so a check event is *leased* (``service.leased``): claimed and leased in one short
+transaction, ``service.check.run_check`` run on the exact commit outside any transaction
+while the lease is renewed, then the result stored, audited and the event marked done
+in one short transaction, retried with back-off and else given back at once (run again
+within seconds). A live worker's lease never runs out, however long its check; a dead
+server's does within ``LEASE_S`` (on SQLite a start releases it at once), and its check
+runs again. Fail closed: a check that raises is ``error``; a check claimed
+``MAX_ATTEMPTS`` times without a recorded result is ``error``; and if even that result
+cannot be stored, the event is parked as ``failed`` (audited) and the run stays
+``pending``, which blocks the merge.
 
 The gate's check is ``success`` only when the check decision passes (``auto_approve``
 or ``human_review``: the AI gate is green, a human still approves the merge, design
@@ -43,10 +35,6 @@ import asyncio
 import json
 import logging
 import re
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,10 +44,12 @@ from mergegate.core.principals import Permission
 from mergegate.core.routing import Action
 from mergegate.forge.local.bare_git import BareGitRepo
 from mergegate.forge.local.repos import Forge
+from mergegate.service import leased
 from mergegate.service.accounts import SERVER_ACTOR
 from mergegate.service.authz import Actor, require
 from mergegate.service.errors import Invalid, NotFound
-from mergegate.service.events import audit_failure, describe
+from mergegate.service.events import describe
+from mergegate.service.leased import Claimed, LeasedWorker, Limits
 from mergegate.store import audit_db
 from mergegate.store import changes as change_store
 from mergegate.store import checks as store
@@ -73,17 +63,13 @@ log = logging.getLogger("mergegate.checks")
 GATE = SERVER_ACTOR
 CHECK_NAME = "mergegate/check"
 CHECK_KIND = "check"
-#: How long a claimed check stays out of other workers' reach unless its worker renews
-#: it (every LEASE_S / 3 while the check runs): what a dead server's check waits at most.
-LEASE_S = 60.0
-#: A check claimed this many times without a recorded result is recorded as an error.
-MAX_ATTEMPTS = 3
-#: Tries of a result transaction before the lease is given back; the first pause
-#: between tries (doubling each time).
-RECORD_TRIES = 4
-RECORD_BACKOFF_S = 0.25
-#: A given-back check is due again after this (doubling with its attempts).
-RELEASE_BACKOFF_S = 1.0
+#: The lease, the attempts cap and the record retries (``service.leased``), here so that
+#: they can be tuned (and shortened in tests) for checks alone.
+LEASE_S = leased.LEASE_S
+MAX_ATTEMPTS = leased.MAX_ATTEMPTS
+RECORD_TRIES = leased.RECORD_TRIES
+RECORD_BACKOFF_S = leased.RECORD_BACKOFF_S
+RELEASE_BACKOFF_S = leased.RELEASE_BACKOFF_S
 
 _STATUS_OF = {
     Action.AUTO_APPROVE: "success",
@@ -134,14 +120,6 @@ def already_checked(session: Session, repo: RepoRow, commit: str, base: str) -> 
 
 
 @dataclass(frozen=True)
-class _Claimed:
-    event_id: int
-    attempts: int
-    payload: dict[str, Any]
-    last_error: str | None = None
-
-
-@dataclass(frozen=True)
 class _Result:
     status: str
     summary: str
@@ -152,135 +130,27 @@ class _Result:
     confidence: float | None = None
 
 
-class CheckWorker:
-    """``workers`` threads that claim, run and record check events."""
+class CheckWorker(LeasedWorker[_Result]):
+    """``workers`` threads that claim, run and record check events (``service.leased``)."""
+
+    kind = CHECK_KIND
+    noun = "check"
 
     def __init__(self, db: Database, forge: Forge, *, workers: int = 2, poll_s: float = 0.2, lease_s: float = LEASE_S):
-        self.db = db
+        super().__init__(db, log, workers=workers, poll_s=poll_s, lease_s=lease_s)
         self.forge = forge
-        self.workers = workers
-        self.poll_s = poll_s
-        self.lease_s = lease_s
-        self._stop = threading.Event()
-        self._wake = threading.Condition()
-        self._threads: list[threading.Thread] = []
 
-    def start(self) -> None:
-        if self.db.is_sqlite:  # see the module's docstring: PostgreSQL leases just run out
-            with self.db.write() as session:
-                released = event_store.release_leases(session, (CHECK_KIND,))
-            if released:
-                log.warning("resuming %d check(s) left running by the previous start", released)
-        for i in range(self.workers):
-            thread = threading.Thread(target=self._run, name=f"mergegate-checks-{i}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+    def limits(self) -> Limits:
+        # Read at each use: this module's names are the ones tests shorten.
+        return Limits(MAX_ATTEMPTS, RECORD_TRIES, RECORD_BACKOFF_S, RELEASE_BACKOFF_S)
 
-    def wake(self) -> None:
-        with self._wake:
-            self._wake.notify_all()
+    def work(self, claimed: Claimed) -> _Result:
+        return self._execute(claimed)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self.wake()
-        for thread in self._threads:
-            thread.join(timeout)
+    def record(self, claimed: Claimed, outcome: _Result) -> None:
+        self._record(claimed, outcome)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                while not self._stop.is_set() and self.process_one():
-                    pass
-            except Exception:
-                log.exception("the check worker hit an error; retrying")
-            with self._wake:
-                self._wake.wait(self.poll_s)
-
-    def process_one(self) -> bool:
-        claimed = self._claim()
-        if claimed is None:
-            return False
-        try:
-            with self._lease_kept(claimed):
-                result = self._execute(claimed)
-                self._retrying(
-                    lambda: self._record(claimed, result), f"storing check event {claimed.event_id}'s result"
-                )
-        except BaseException as exc:
-            # Whatever stopped us between claim and result, the check must not sit
-            # leased for LEASE_S with no verdict: give it back now.
-            self._give_back(claimed, exc)
-            if not isinstance(exc, Exception):
-                raise  # the thread is being torn down: let it go
-        return True
-
-    @contextmanager
-    def _lease_kept(self, claimed: _Claimed) -> Iterator[None]:
-        """Renew the claim's lease until the block ends (and no renewal is in flight)."""
-        done = threading.Event()
-        renewer = threading.Thread(
-            target=self._renew, args=(claimed, done), name=f"mergegate-lease-{claimed.event_id}", daemon=True
-        )
-        renewer.start()
-        try:
-            yield
-        finally:
-            done.set()
-            renewer.join()
-
-    def _renew(self, claimed: _Claimed, done: threading.Event) -> None:
-        while not done.wait(self.lease_s / 3):
-            try:
-                with self.db.write() as session:
-                    if not event_store.renew(session, claimed.event_id, claimed.attempts, self.lease_s):
-                        return  # recorded, or claimed again by another worker: no longer ours
-            except Exception as exc:  # the next tick tries again; the lease has time left
-                log.warning("check event %s: renewing its lease failed: %s", claimed.event_id, describe(exc))
-
-    def _retrying(self, fn: Callable[[], None], what: str) -> None:
-        for attempt in range(RECORD_TRIES):
-            try:
-                return fn()
-            except Exception as exc:  # a lock timeout, a serialization failure, a lost connection
-                if attempt == RECORD_TRIES - 1:
-                    raise
-                log.warning("%s failed (%s); trying again", what, describe(exc))
-                time.sleep(RECORD_BACKOFF_S * 2**attempt)
-
-    def _give_back(self, claimed: _Claimed, exc: BaseException) -> None:
-        error = f"no result recorded: {describe(exc)}"[:4000]
-        log.warning("check event %s: %s; giving it back", claimed.event_id, error)
-        try:
-            self._retrying(lambda: self._release(claimed, error), f"giving back check event {claimed.event_id}")
-        except Exception:
-            log.exception("check event %s stays leased until its lease runs out", claimed.event_id)
-
-    def _release(self, claimed: _Claimed, error: str) -> None:
-        with self.db.write() as session:
-            event = event_store.lock(session, claimed.event_id)
-            if event is None or event.status != "pending" or event.attempts != claimed.attempts:
-                return  # recorded after all, or another worker claimed it since (its lease ran out)
-            if claimed.attempts > MAX_ATTEMPTS:
-                # Not even the fail-closed error could be stored: park the event (audited);
-                # its run stays pending, which blocks the merge.
-                event_store.fail(session, event, error)
-                audit_failure(session, event)
-            else:
-                event_store.release(session, event, error, delay_s=RELEASE_BACKOFF_S * 2 ** (claimed.attempts - 1))
-
-    def _claim(self) -> _Claimed | None:
-        # Look before locking: an idle poll then costs a read, not SQLite's write lock.
-        with self.db.read() as session:
-            if not event_store.due(session, CHECK_KIND):
-                return None
-        with self.db.write() as session:
-            event = event_store.claim(session, kinds=(CHECK_KIND,))
-            if event is None:
-                return None
-            event_store.lease(session, event, self.lease_s)
-            return _Claimed(event.id, event.attempts, event_store.payload(event), event.last_error)
-
-    def _execute(self, claimed: _Claimed) -> _Result:
+    def _execute(self, claimed: Claimed) -> _Result:
         p = claimed.payload
         with self.db.read() as session:
             run = store.get(session, p["run"])
@@ -303,7 +173,7 @@ class CheckWorker:
             log.warning("check of %s failed: %s", p["commit"][:12], exc)
             return _Result("error", f"the check could not run: {describe(exc)}"[:4000])
 
-    def _record(self, claimed: _Claimed, result: _Result) -> None:
+    def _record(self, claimed: Claimed, result: _Result) -> None:
         from mergegate.service import merge  # the auto-merge trigger; imported late (it imports us)
 
         p = claimed.payload
