@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from mergegate.forge.local import hooks
+from mergegate.forge.local import hooks, intents
 from mergegate.forge.local.repos import Forge, ForgeError
 from mergegate.service.accounts import AdminBootstrap, ensure_admin
 from mergegate.service.settings import ServerSettings
@@ -54,6 +54,10 @@ def prepare(settings: ServerSettings) -> Server:
         except ForgeError:
             missing.append(name)
             log.error("repository %s is in the database but has no directory under %s", name, settings.repos_dir)
+    # Pushes whose refs moved while nothing recorded them (a kill -9 mid-push) become
+    # push events now; intents whose refs did not move are dropped (audited).
+    for event_id, outcome in intents.settle(db, forge):
+        log.warning("push intent %s left by a push cut short: %s", event_id, outcome)
     reconcile_merges(db, forge)
     return Server(settings, db, forge, admin, missing)
 

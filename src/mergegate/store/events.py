@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
@@ -27,6 +27,8 @@ from mergegate.store.models import EventRow, utcnow
 #: its ref already. SQLite's write lock is not fair (waiters poll it), so in a burst of
 #: writers one can wait past its busy timeout; PostgreSQL can drop a connection.
 STORE_DEADLINE_S = 300.0
+
+T = TypeVar("T")
 
 
 def enqueue(session: Session, kind: str, payload: dict[str, Any]) -> EventRow:
@@ -47,15 +49,25 @@ def store_first(
     """Enqueue an event in a write transaction of its own (with ``also(session, event)``
     in it), tried again while the database is busy or unreachable, until it commits or
     ``deadline_s`` has passed. Returns the event's id."""
+
+    def store(session: Session) -> int:
+        event = enqueue(session, kind, payload)
+        if also is not None:
+            also(session, event)
+        return event.id
+
+    return retry_write(db, store, deadline_s=deadline_s)
+
+
+def retry_write(db: Database, work: Callable[[Session], T], *, deadline_s: float = STORE_DEADLINE_S) -> T:
+    """``work(session)`` in a write transaction of its own, run again while the database
+    is busy or unreachable, until it commits or ``deadline_s`` has passed."""
     deadline = time.monotonic() + deadline_s
     pause = 0.05
     while True:
         try:
             with db.write() as session:
-                event = enqueue(session, kind, payload)
-                if also is not None:
-                    also(session, event)
-                return event.id
+                return work(session)
         except OperationalError:  # "database is locked", a lost connection: not a bad event
             if time.monotonic() + pause > deadline:
                 raise

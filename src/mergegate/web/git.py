@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 from starlette.concurrency import run_in_threadpool
 
 from mergegate.core.principals import Permission, authorize
-from mergegate.forge.local import hooks, http_backend
+from mergegate.forge.local import hooks, http_backend, intents
 from mergegate.forge.local.hooks import HookContext
 from mergegate.service.authz import Actor, refuse
 from mergegate.service.errors import Unauthenticated
@@ -78,6 +78,7 @@ class GitEndpoint:
                 await _send_text(send, 503, "mergegate: the server's receive hooks are missing; pushes are refused")
                 return
         client = scope.get("client") or ("", 0)
+        environ = self._environ(server, repo, actor)
         request = http_backend.CgiRequest(
             method=method,
             path_info=f"/{repo}.git/{rest}",
@@ -85,7 +86,7 @@ class GitEndpoint:
             headers=headers,
             remote_user=actor.name,
             remote_addr=str(client[0]),
-            extra_env=self._environ(server, repo, actor),
+            extra_env=environ,
         )
         try:
             response = await http_backend.run(request, _body(receive), str(server.settings.repos_dir))
@@ -102,6 +103,8 @@ class GitEndpoint:
         finally:
             # A client that went away must not leave git running.
             await response.body.aclose()
+            if rest == "git-receive-pack":
+                await run_in_threadpool(_settle, server, environ[hooks.ENV_PUSH_ID])
         if pushing and worker is not None:
             worker.wake()
 
@@ -130,6 +133,15 @@ class GitEndpoint:
             "GIT_CONFIG_KEY_0": "core.hooksPath",
             "GIT_CONFIG_VALUE_0": str(settings.hooks_dir),
         }
+
+
+def _settle(server, push_id: str) -> None:
+    """git is done: an intent its post-receive did not confirm is settled from the refs
+    (the server's next start does it if this fails)."""
+    try:
+        intents.settle(server.db, server.forge, push_id)
+    except Exception:
+        log.exception("could not settle the intent of push %s; the next start will", push_id)
 
 
 async def _body(receive) -> AsyncIterator[bytes]:

@@ -7,11 +7,13 @@ that does not come through the server (say ``git push /data/repos/x.git`` on the
 machine) finds no environment and is refused: the hook fails closed.
 
 - ``pre-receive`` judges every ref update with ``refrules.judge``; one refusal refuses
-  the whole push (git's pre-receive is all or nothing). Refusals are audited. Accepted
-  pushes touch no database here, so the common path stays fast.
-- ``post-receive`` stores the push as an ``events`` row (plus an audit entry) before
-  anything acts on it, moves ``refs/for/*`` out of the way, then waits briefly for the
-  server's worker to handle the event so the pusher sees the change number.
+  the whole push (git's pre-receive is all or nothing). Refusals are audited. An
+  accepted push is recorded as a push intent (``intents``) *before* git moves a ref; if
+  it cannot be, the push is refused: nothing lands unrecorded.
+- ``post-receive`` confirms the intent as the ``push`` event (plus an audit entry)
+  before anything acts on it, moves ``refs/for/*`` out of the way, then waits briefly
+  for the server's worker to handle the event so the pusher sees the change number. If
+  it never gets that far, the server settles the intent from the refs.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mergegate.forge.local.refrules import DEFAULT_PROTECTED, Protection, RefUpdate, judge, protection
@@ -38,6 +42,9 @@ ENV_ROLE = "MERGEGATE_HOOK_PUSHER_ROLE"
 ENV_PROTECTED = "MERGEGATE_HOOK_PROTECTED"
 ENV_PUBLIC_URL = "MERGEGATE_HOOK_PUBLIC_URL"
 ENV_WAIT = "MERGEGATE_HOOK_WAIT"
+ENV_PUSH_ID = "MERGEGATE_HOOK_PUSH_ID"
+#: ``service.run_delivery``'s crash points, passed on to the hooks (tests only).
+CRASH_ENV = "MERGEGATE_TEST_CRASH_AT"
 
 #: git variables a hook must keep: in pre-receive the pushed objects are still in quarantine.
 _QUARANTINE_VARS = ("GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_QUARANTINE_PATH")
@@ -53,9 +60,12 @@ class HookContext:
     protected: tuple[str, ...]
     public_url: str
     wait_s: float
+    #: One per push request: how post-receive and the server find pre-receive's intent.
+    push_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def environ(self) -> dict[str, str]:
-        return {
+        crash = {CRASH_ENV: os.environ[CRASH_ENV]} if CRASH_ENV in os.environ else {}
+        return crash | {
             ENV_DATABASE: self.database_url,
             ENV_REPO: self.repo,
             ENV_PUSHER: self.pusher,
@@ -64,6 +74,7 @@ class HookContext:
             ENV_PROTECTED: json.dumps(list(self.protected)),
             ENV_PUBLIC_URL: self.public_url,
             ENV_WAIT: str(self.wait_s),
+            ENV_PUSH_ID: self.push_id,
         }
 
     @classmethod
@@ -78,6 +89,7 @@ class HookContext:
                 protected=tuple(json.loads(env[ENV_PROTECTED])),
                 public_url=env.get(ENV_PUBLIC_URL, ""),
                 wait_s=float(env.get(ENV_WAIT, "10")),
+                push_id=env[ENV_PUSH_ID],
             )
         except (KeyError, ValueError, TypeError):
             return None
@@ -160,7 +172,7 @@ def pre_receive(ctx: HookContext, updates: list[RefUpdate]) -> int:
     ]
     refused = [v for v in verdicts if not v.allowed]
     if not refused:
-        return 0
+        return _record_intent(ctx, updates)
     for verdict in refused:
         say(verdict.message)
     if len(refused) < len(verdicts):
@@ -170,6 +182,41 @@ def pre_receive(ctx: HookContext, updates: list[RefUpdate]) -> int:
     except Exception as exc:  # the refusal stands either way (fail closed)
         say(f"(the refusal could not be written to the audit log: {type(exc).__name__})")
     return 1
+
+
+def _push(ctx: HookContext, updates: list[RefUpdate]) -> dict:
+    from mergegate.forge.local import intents
+
+    moved = [{"ref": u.ref, "old": u.old, "new": u.new} for u in updates]
+    return intents.payload(ctx.repo, ctx.pusher, moved, ctx.push_id)
+
+
+def _record_intent(ctx: HookContext, updates: list[RefUpdate]) -> int:
+    """Record the push before git moves a ref; refuse it (fail closed) if that fails."""
+    from mergegate.forge.local import intents
+    from mergegate.store.db import Database
+
+    if not updates:
+        return 0
+    db = Database(ctx.database_url, pooled=False)
+    try:
+        intents.record(db, _push(ctx, updates))
+        return 0
+    except Exception as exc:
+        say(f"refused: the push could not be recorded ({type(exc).__name__}); nothing landed, push again later")
+        return 1
+    finally:
+        db.dispose()
+
+
+def crash_point(name: str) -> None:
+    """Tests only: ``<name>`` kills this hook like kill -9; ``<name>.server`` kills the
+    server with it (the hooks run in the server's process group under test)."""
+    where = os.environ.get(CRASH_ENV)
+    if where == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif where == f"{name}.server":
+        os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 def _audit_refusals(ctx: HookContext, prot: Protection, refused) -> None:
@@ -203,35 +250,23 @@ def _audit_refusals(ctx: HookContext, prot: Protection, refused) -> None:
 
 
 def post_receive(ctx: HookContext, updates: list[RefUpdate]) -> int:
-    from mergegate.store import audit_db, events
+    from mergegate.forge.local import intents
     from mergegate.store.db import Database
 
     if not updates:
         return 0
+    crash_point("post-receive")
     # Pooled: the wait loop below reads many times, and this process is short-lived anyway.
     db = Database(ctx.database_url)
     try:
-        payload = {
-            "repo": ctx.repo,
-            "pusher": ctx.pusher,
-            "updates": [{"ref": u.ref, "old": u.old, "new": u.new} for u in updates],
-        }
-
-        def audit(session, event) -> None:
-            audit_db.append(
-                session,
-                action="push.accepted",
-                outcome="accepted",
-                agent_id=ctx.pusher,
-                details={**payload, "event": event.id},
-            )
-
-        # The refs have moved already: wait out a busy database rather than lose the push.
-        event_id = events.store_first(db, "push", payload, also=audit)
+        # The refs have moved already: wait out a busy database rather than lose the push
+        # (if this hook dies anyway, the server settles the intent from the refs).
+        event_id = intents.confirm(db, _push(ctx, updates))
         _stage_magic_refs(event_id, updates)
         _report(db, ctx, event_id)
     except Exception as exc:
-        say(f"warning: the push landed but could not be recorded ({type(exc).__name__}: {exc}); tell an admin")
+        say(f"warning: the push landed but its hook could not record it ({type(exc).__name__}: {exc})")
+        say("the server records it from the refs when this push ends (or at its next start)")
         return 1
     finally:
         db.dispose()
