@@ -71,7 +71,7 @@ def test_a_push_whose_server_died_before_recording_it_opens_its_change_at_restar
     db = Database(gate.database_url, pooled=False)
     try:
         with db.read() as session:
-            [intent] = intents._intents(session)
+            [intent] = intents.held(session)
             assert events.payload(intent)["pusher"] == who["bot"].name
     finally:
         db.dispose()

@@ -73,7 +73,7 @@ def settle(db: Database, forge: Forge, push_id: str | None = None) -> list[tuple
     """Settle the unsettled intent of ``push_id`` (every one when None) from the refs.
     Returns ``(event, "confirmed" | "dropped")`` per intent settled."""
     with db.read() as session:  # usually none: post-receive confirmed it (no write lock taken)
-        ids = [r.id for r in _intents(session) if push_id is None or events.payload(r).get("push_id") == push_id]
+        ids = [r.id for r in held(session) if push_id is None or events.payload(r).get("push_id") == push_id]
     if not ids:
         return []
     settled = []
@@ -106,13 +106,14 @@ def _landed(bare: BareRepo, update: dict[str, str]) -> bool:
     return tip is None if update["new"] == ZERO else tip == update["new"]
 
 
-def _intents(session: Session) -> list[EventRow]:
+def held(session: Session) -> list[EventRow]:
+    """The intents not settled yet, oldest first."""
     query = select(EventRow).where(EventRow.status == "pending", EventRow.kind == INTENT).order_by(EventRow.id)
     return list(session.execute(query).scalars())
 
 
 def _intent(session: Session, push_id: str) -> EventRow | None:
-    for row in _intents(session):
+    for row in held(session):
         if events.payload(row).get("push_id") == push_id:
             return events.lock(session, row.id)
     return None
