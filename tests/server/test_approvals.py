@@ -227,6 +227,33 @@ def test_agents_and_the_changes_author_cannot_decide(server: GateServer, setup):
     assert _decide(server, who["bob"].token, req["id"], "deny", "test over").status_code == 200
 
 
+def test_only_humans_and_the_runs_own_agent_read_its_paused_calls(server: GateServer, setup):
+    _, who, _ = setup
+    n = _change(server, setup)
+    run_id = _start(server, who["alice"].token, n, who["agent"].name).json()["id"]
+    _wait_status(server, run_id, "paused")
+    [req] = _pending(server, run_id)
+    try:
+        for person in ("carol", "agent"):  # a human, and the agent the run acts as
+            with server.client(who[person].token) as api:
+                assert api.get(f"/api/approvals/{req['id']}").json()["args"] == req["args"]
+                listed = api.get("/api/approvals", params={"run": run_id}).json()
+                assert [r["id"] for r in listed] == [req["id"]]
+        for person in ("bot", "rootbot"):  # another agent, an agent with the admin role
+            with server.client(who[person].token) as api:
+                r = api.get(f"/api/approvals/{req['id']}")
+                assert r.status_code == 403 and "reads only its own runs" in r.json()["reason"], r.text
+                assert api.get("/api/approvals", params={"run": run_id}).json() == []
+            refused = [
+                e
+                for e in server.audit("approval.read")
+                if e["agent_id"] == who[person].name and e["details"].get("request") == req["id"]
+            ]
+            assert refused and refused[-1]["outcome"] == "refused"
+    finally:  # the run ends (denied) so later tests' runs are not queued behind it
+        assert _decide(server, who["bob"].token, req["id"], "deny", "test over").status_code == 200
+
+
 def test_only_human_maintainers_start_runs(server: GateServer, setup):
     _, who, _ = setup
     n = _change(server, setup)

@@ -140,17 +140,6 @@ def _opened(session: Session, item: dict[str, Any]) -> dict[str, Any]:
     return {**item, "change": patchset.change_id if patchset else None}
 
 
-def _why_not_read(actor: Actor, row: AgentRunRow) -> str | None:
-    """Runs carry tool outputs (file contents, command output): humans read them, and so
-    does the agent principal the run acts as; other agents do not."""
-    if actor.principal.kind is PrincipalKind.HUMAN or actor.principal_id == row.principal_id:
-        return None
-    return (
-        f"{actor.name} is an agent and run {row.id} acts as another principal: "
-        "an agent reads only its own runs' results"
-    )
-
-
 def list_runs(
     db: Database, actor: Actor, *, change: int | None = None, status: str | None = None
 ) -> list[dict[str, Any]]:
@@ -161,9 +150,7 @@ def list_runs(
             query = query.where(AgentRunRow.change_id == change)
         if status is not None:
             query = query.where(AgentRunRow.status == status)
-        if actor.principal.kind is not PrincipalKind.HUMAN:
-            query = query.where(AgentRunRow.principal_id == actor.principal_id)
-        return [view(session, r) for r in session.execute(query).scalars()]
+        return [view(session, r) for r in session.execute(approvals.readable(query, actor)).scalars()]
 
 
 def get_run(db: Database, actor: Actor, run_id: int) -> dict[str, Any]:
@@ -171,7 +158,7 @@ def get_run(db: Database, actor: Actor, run_id: int) -> dict[str, Any]:
         row = session.get(AgentRunRow, run_id)
         if row is None:
             raise NotFound(f"no agent run {run_id}")
-        refusal = _why_not_read(actor, row)
+        refusal = approvals.why_not_read(actor, row)
         if refusal is None:
             return view(session, row)
     raise refuse(db, actor.name, "agent_run.read", refusal, {"run": run_id})

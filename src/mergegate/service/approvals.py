@@ -30,10 +30,10 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from mergegate.core.principals import Permission
+from mergegate.core.principals import Permission, PrincipalKind
 from mergegate.runtime.approvals import ApprovalDecision, ApprovalRequest, Verdict
 from mergegate.service.authz import Actor, refuse, require
 from mergegate.service.errors import Conflict, Invalid, NotFound
@@ -203,12 +203,30 @@ def view(session: Session, row: ApprovalRequestRow) -> dict[str, Any]:
     }
 
 
-def list_requests(db: Database, state: str | None = None, run: int | None = None) -> list[dict[str, Any]]:
+def why_not_read(actor: Actor, run: AgentRunRow) -> str | None:
+    """Runs and their paused calls carry what the agent read and wrote (file contents,
+    command output, comment text): humans read them, and so does the agent principal the
+    run acts as; other agents do not."""
+    if actor.principal.kind is PrincipalKind.HUMAN or actor.principal_id == run.principal_id:
+        return None
+    return f"{actor.name} is an agent and run {run.id} acts as another principal: an agent reads only its own runs"
+
+
+def readable(query: Select, actor: Actor) -> Select:
+    """``query`` (over ``AgentRunRow``, or joined to it) narrowed to what ``actor`` may read."""
+    if actor.principal.kind is PrincipalKind.HUMAN:
+        return query
+    return query.where(AgentRunRow.principal_id == actor.principal_id)
+
+
+def list_requests(db: Database, actor: Actor, state: str | None = None, run: int | None = None) -> list[dict[str, Any]]:
+    """The requests ``actor`` may read: all for a human, its own runs' for an agent."""
     if state is not None and state not in STATES:
         raise Invalid(f"invalid state {state!r}: one of {', '.join(STATES)}")
     expire_due(db)  # a list never shows as pending what can no longer be approved
     with db.read() as session:
-        query = select(ApprovalRequestRow).order_by(ApprovalRequestRow.id)
+        query = select(ApprovalRequestRow).join(AgentRunRow, AgentRunRow.id == ApprovalRequestRow.run_id)
+        query = readable(query.order_by(ApprovalRequestRow.id), actor)
         if state is not None:
             query = query.where(ApprovalRequestRow.status == state)
         if run is not None:
@@ -216,13 +234,17 @@ def list_requests(db: Database, state: str | None = None, run: int | None = None
         return [view(session, r) for r in session.execute(query).scalars()]
 
 
-def get_request(db: Database, request_id: int) -> dict[str, Any]:
+def get_request(db: Database, actor: Actor, request_id: int) -> dict[str, Any]:
     expire_due(db)
     with db.read() as session:
         row = session.get(ApprovalRequestRow, request_id)
         if row is None:
             raise NotFound(f"no approval request {request_id}")
-        return view(session, row)
+        run = session.get(AgentRunRow, row.run_id)
+        refusal = why_not_read(actor, run) if run is not None else None
+        if refusal is None:
+            return view(session, row)
+    raise refuse(db, actor.name, "approval.read", refusal, {"request": request_id})
 
 
 # -- deciding --------------------------------------------------------------------------------

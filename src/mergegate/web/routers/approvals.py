@@ -55,13 +55,16 @@ def _wake(request: Request) -> None:
 
 @router.get("", response_model=list[ApprovalOut])
 def list_approvals(request: Request, actor: CurrentActor, state: str | None = None, run: int | None = None):
-    """Approval requests, oldest first (``state=pending`` for what waits on a human)."""
-    return approvals.list_requests(request.app.state.server.db, state, run)
+    """Approval requests, oldest first (``state=pending`` for what waits on a human).
+
+    Humans see every request; an agent sees only its own runs' requests.
+    """
+    return approvals.list_requests(request.app.state.server.db, actor, state, run)
 
 
 @router.get("/{request_id}", response_model=ApprovalOut)
 def get_approval(request_id: int, request: Request, actor: CurrentActor):
-    return approvals.get_request(request.app.state.server.db, request_id)
+    return approvals.get_request(request.app.state.server.db, actor, request_id)
 
 
 @router.post("/{request_id}/approve", response_model=ApprovalOut)
