@@ -90,6 +90,15 @@ def _decide(server: GateServer, token: str, request_id: int, verb: str, reason: 
         return api.post(f"/api/approvals/{request_id}/{verb}", json={"reason": reason})
 
 
+def _paused_run(server: GateServer, setup) -> tuple[dict, int, dict]:
+    """A scripted run on a fresh change, started by alice, paused on its PostComment."""
+    _, who, _ = setup
+    run_id = _start(server, who["alice"].token, _change(server, setup), who["agent"].name).json()["id"]
+    _wait_status(server, run_id, "paused")
+    [req] = _pending(server, run_id)
+    return who, run_id, req
+
+
 def test_a_pause_survives_kill_9_and_the_approved_call_runs(server: GateServer, setup):
     _, who, _ = setup
     n = _change(server, setup)
@@ -161,11 +170,7 @@ def test_a_run_killed_mid_call_is_run_again_after_the_restart(server: GateServer
 
 
 def test_a_denial_reaches_the_agent_as_the_tool_result(server: GateServer, setup):
-    _, who, _ = setup
-    n = _change(server, setup)
-    run_id = _start(server, who["alice"].token, n, who["agent"].name).json()["id"]
-    _wait_status(server, run_id, "paused")
-    [req] = _pending(server, run_id)
+    who, run_id, req = _paused_run(server, setup)
     missing = _decide(server, who["bob"].token, req["id"], "deny")
     assert missing.status_code == 422, missing.text
     r = _decide(server, who["bob"].token, req["id"], "deny", "no comments on this change, please")
@@ -175,7 +180,7 @@ def test_a_denial_reaches_the_agent_as_the_tool_result(server: GateServer, setup
     assert denied["status"] == "refused"
     assert denied["reason"] == f"denied by {who['bob'].name}: no comments on this change, please"
     assert run["results"][2]["status"] == "allowed", "the run carries on after a denial"
-    assert server.change(n)["comments"] == []
+    assert server.change(req["change"])["comments"] == []
     assert _decide(server, who["bob"].token, req["id"], "approve").status_code == 409
 
 
@@ -199,11 +204,7 @@ def test_an_unanswered_request_expires_into_a_denial(server: GateServer, setup):
 
 
 def test_agents_and_the_changes_author_cannot_decide(server: GateServer, setup):
-    _, who, _ = setup
-    n = _change(server, setup)
-    run_id = _start(server, who["alice"].token, n, who["agent"].name).json()["id"]
-    _wait_status(server, run_id, "paused")
-    [req] = _pending(server, run_id)
+    who, run_id, req = _paused_run(server, setup)
     for person in ("agent", "bot", "rootbot"):  # its own pause, another agent, an admin agent
         r = _decide(server, who[person].token, req["id"], "approve")
         assert r.status_code == 403, r.text
@@ -228,11 +229,7 @@ def test_agents_and_the_changes_author_cannot_decide(server: GateServer, setup):
 
 
 def test_only_humans_and_the_runs_own_agent_read_its_paused_calls(server: GateServer, setup):
-    _, who, _ = setup
-    n = _change(server, setup)
-    run_id = _start(server, who["alice"].token, n, who["agent"].name).json()["id"]
-    _wait_status(server, run_id, "paused")
-    [req] = _pending(server, run_id)
+    who, run_id, req = _paused_run(server, setup)
     try:
         for person in ("carol", "agent"):  # a human, and the agent the run acts as
             with server.client(who[person].token) as api:
