@@ -19,7 +19,7 @@ from mergegate.runtime import export
 from mergegate.runtime.sandbox import BubblewrapSandbox, NoSandbox, SandboxMode, SandboxSpec, SandboxUnavailable
 from mergegate.runtime.worktree import _Handoff, head_work_tree
 from mergegate.vcs.git import GitRepo
-from tests.conftest import require_tool
+from tests.conftest import REQUIRE_SERVICES, require_tool
 from tests.gitrepo import RepoBuilder
 from tests.runtime.test_export import expected, snapshot
 
@@ -76,6 +76,8 @@ def builder(tmp_path, monkeypatch) -> RepoBuilder:
 def bwrap() -> BubblewrapSandbox:
     sandbox = BubblewrapSandbox()
     if problem := sandbox.overlay_problem():
+        if REQUIRE_SERVICES:
+            pytest.fail(f"the overlay is required in CI: {problem}")
         pytest.skip(f"no overlay here: {problem}")
     return sandbox
 

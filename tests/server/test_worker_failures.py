@@ -286,11 +286,10 @@ def test_a_check_whose_every_result_is_refused_is_parked_and_audited(db, forge, 
         assert _completed(db, run_id) == []
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # only this backend has it
 def test_a_check_result_waiting_for_sqlites_write_lock_is_retried_then_given_back(
     db, forge, context, tmp_path, monkeypatch
 ):
-    if not db.is_sqlite:
-        pytest.skip("SQLite's database-wide write lock")
     runs = _open_change(db, forge, context, "locked", tmp_path)
     # A worker whose connections give up on the write lock after 0.2 s instead of 30 s.
     monkeypatch.setattr(db_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
@@ -342,9 +341,8 @@ def test_a_check_result_waiting_for_sqlites_write_lock_is_retried_then_given_bac
     impatient.dispose()
 
 
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # only this backend has it
 def test_a_result_transaction_whose_connection_is_killed_is_retried_on_a_new_one(db, forge, context, tmp_path):
-    if db.is_sqlite:
-        pytest.skip("a PostgreSQL server connection")
     runs = _open_change(db, forge, context, "killed", tmp_path)
     with db.write() as session:
         # The first result written kills its own server connection (pg_terminate_backend),
@@ -469,12 +467,11 @@ def test_an_event_whose_transaction_fails_backs_off_and_does_not_block_the_ones_
 # -- the post-receive hook -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # only this backend has it
 def test_a_push_waits_out_a_write_lock_held_past_the_busy_timeout(db, forge, context, tmp_path, monkeypatch, capsys):
     # The benchmark's lost changes: at 100 concurrent pushes on SQLite, a post-receive hook
     # waited past its busy timeout for the write lock, and the push (its ref already moved)
     # was never stored, so no change ever opened for it.
-    if not db.is_sqlite:
-        pytest.skip("SQLite's database-wide write lock")
     bare = forge.path(REPO)
     sha = _commit(bare, "refs/heads/main", {"late.py": "VALUE = 2\n"}, "late", tmp_path / "index")
     _git("update-ref", "refs/heads/late", sha, git_dir=bare)  # what receive-pack did before the hook
