@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from mergegate.core.principals import Permission
 from mergegate.forge.local.refrules import RefUpdate
-from mergegate.forge.local.repos import INCOMING_PREFIX, BareRepo
+from mergegate.forge.local.repos import INCOMING_PREFIX, BareRepo, CommitInfo
 from mergegate.service import refresh
 from mergegate.service.authz import Actor, require
 from mergegate.service.errors import Invalid, NotFound
@@ -148,31 +148,10 @@ def _for_push(
         outcome.messages.append(f"change {change.id}: no new changes (patchset {change.patchset} is this commit)")
         outcome.changes.append(_summary(change, "unchanged"))
     elif change is not None:
-        store.add_patchset(
-            session,
-            change,
-            head_sha=update.new,
-            subject=info.subject,
-            pusher_id=pusher.id,
-            event_id=event.id,
-            ref=update.ref,
-        )
-        _announce(session, event, repo, bare, pusher, update, change, "updated", ctx, outcome)
+        _new_patchset(session, event, repo, bare, pusher, update, change, info.subject, ctx, outcome)
     else:
-        change = store.open_change(
-            session,
-            repo=repo,
-            target_branch=target,
-            source_ref=update.ref,
-            open_key=store.change_id_key(target, info.change_id) if info.change_id else None,
-            change_key=info.change_id,
-            subject=info.subject,
-            head_sha=update.new,
-            pusher_id=pusher.id,
-            event_id=event.id,
-            ref=update.ref,
-        )
-        _announce(session, event, repo, bare, pusher, update, change, "opened", ctx, outcome)
+        open_key = store.change_id_key(target, info.change_id) if info.change_id else None
+        _open(session, event, repo, bare, pusher, update, target, open_key, info, ctx, outcome)
     _cleanup_magic(bare, update, staging)
 
 
@@ -212,16 +191,7 @@ def _branch_push(
         if change.head_sha == update.new:
             outcome.changes.append(_summary(change, "unchanged"))
             return
-        store.add_patchset(
-            session,
-            change,
-            head_sha=update.new,
-            subject=info.subject,
-            pusher_id=pusher.id,
-            event_id=event.id,
-            ref=update.ref,
-        )
-        _announce(session, event, repo, bare, pusher, update, change, "updated", ctx, outcome)
+        _new_patchset(session, event, repo, bare, pusher, update, change, info.subject, ctx, outcome)
         return
     target = repo.default_branch
     if bare.resolve(f"refs/heads/{target}") is None:
@@ -230,12 +200,28 @@ def _branch_push(
     if bare.is_ancestor(update.new, f"refs/heads/{target}"):
         outcome.messages.append(f"no change opened for {branch}: it has nothing that is not already on {target}")
         return
+    _open(session, event, repo, bare, pusher, update, target, store.branch_key(update.ref), info, ctx, outcome)
+
+
+def _open(
+    session: Session,
+    event: EventRow,
+    repo: RepoRow,
+    bare: BareRepo,
+    pusher: PrincipalRow,
+    update: RefUpdate,
+    target: str,
+    open_key: str | None,
+    info: CommitInfo,
+    ctx: HandlerContext,
+    outcome: _Outcome,
+) -> None:
     change = store.open_change(
         session,
         repo=repo,
         target_branch=target,
         source_ref=update.ref,
-        open_key=store.branch_key(update.ref),
+        open_key=open_key,
         change_key=info.change_id,
         subject=info.subject,
         head_sha=update.new,
@@ -244,6 +230,24 @@ def _branch_push(
         ref=update.ref,
     )
     _announce(session, event, repo, bare, pusher, update, change, "opened", ctx, outcome)
+
+
+def _new_patchset(
+    session: Session,
+    event: EventRow,
+    repo: RepoRow,
+    bare: BareRepo,
+    pusher: PrincipalRow,
+    update: RefUpdate,
+    change: ChangeRow,
+    subject: str,
+    ctx: HandlerContext,
+    outcome: _Outcome,
+) -> None:
+    store.add_patchset(
+        session, change, head_sha=update.new, subject=subject, pusher_id=pusher.id, event_id=event.id, ref=update.ref
+    )
+    _announce(session, event, repo, bare, pusher, update, change, "updated", ctx, outcome)
 
 
 def _announce(
